@@ -1,0 +1,29 @@
+/**
+ * `GET /v1/status`: version, uptime and backends (DESIGN.md, HTTP contract v1).
+ *
+ * @packageDocumentation
+ */
+import { Router } from 'express';
+
+/** Body of `GET /v1/status`. More members (ledger counts) join as those layers land. */
+export interface StatusBody {
+  /** espm's version (package.json). */
+  version: string;
+  /** Whole seconds since the daemon started. */
+  uptime_s: number;
+  classifier: { backend: string };
+  ca: { backend: string };
+}
+
+/**
+ * Router serving `GET /status` (mounted under `/v1`).
+ *
+ * @param status - produces the current body; called on every request
+ */
+export function statusRouter(status: () => StatusBody): Router {
+  const router = Router();
+  router.get('/status', (_req, res) => {
+    res.json(status());
+  });
+  return router;
+}

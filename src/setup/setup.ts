@@ -1,0 +1,201 @@
+/**
+ * `espm_setup`'s work: generate the PSK and TLS identity, render espm.ini, and write the
+ * three files without ever replacing or following anything that exists.
+ *
+ * @packageDocumentation
+ */
+import { lstat, mkdir, open, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import {
+  CONFIG_FILE_NAME,
+  DEFAULTS,
+  renderConfig,
+  TLS_CERT_FILE_NAME,
+  TLS_KEY_FILE_NAME,
+  type IniValues,
+} from '../config.js';
+import { generateSelfSignedCertificate } from './certificate.js';
+import type { BackendDetection } from './detect.js';
+import { generatePsk } from './psk.js';
+
+/** What the operator asked `espm_setup` for. Paths may be relative (resolved against cwd). */
+export interface SetupOptions {
+  /** Directory of espm.ini. */
+  configDir: string;
+  /** Directory of espm.crt / espm.key. */
+  certDir: string;
+  /** State directory written into `[state] dir`. */
+  stateDir: string;
+  /** `[server] host`. */
+  host: string;
+  /** `[server] port`. */
+  port: number;
+  /** Certificate CN and DNS SAN. */
+  hostname: string;
+  /** IP SANs. */
+  ips: readonly string[];
+}
+
+/** One file `espm_setup` creates. */
+export interface PlannedFile {
+  /** Absolute path. */
+  path: string;
+  /** Permission bits, e.g. 0o600. */
+  mode: number;
+  /** Content. May be secret (key, config). */
+  content: string;
+}
+
+/** Everything `espm_setup` will print and write. */
+export interface SetupPlan {
+  /** The new PSK. Secret. */
+  psk: string;
+  /** PEM of espm's self-signed certificate. */
+  certificate: string;
+  /** SHA-256 fingerprint, colon-separated hex. */
+  fingerprintSha256: string;
+  /** Absolute paths: config, certificate, key. */
+  configPath: string;
+  certPath: string;
+  keyPath: string;
+  /** Directories created when missing (mode 0700). */
+  directories: string[];
+  /** Files, in the order they are written. */
+  files: PlannedFile[];
+  /** The text printed to stdout (PSK, certificate, fingerprint, instruction, destination). */
+  announcement: string;
+}
+
+/** Mode of directories `espm_setup` creates. */
+export const SETUP_DIR_MODE = 0o700;
+
+/**
+ * Raised when a file `espm_setup` would write exists already (or is a symlink, dangling
+ * or not). Nothing has been written or changed when it is thrown.
+ */
+export class SetupRefusedError extends Error {
+  override readonly name = 'SetupRefusedError';
+  /** @param existing - absolute paths that exist */
+  constructor(readonly existing: readonly string[]) {
+    super(
+      `refusing to overwrite existing ${existing.length === 1 ? 'file' : 'files'}: ${existing.join(', ')} ` +
+        `(move ${existing.length === 1 ? 'it' : 'them'} away first; nothing was written)`,
+    );
+  }
+}
+
+/**
+ * Generates the PSK and TLS identity and renders the config (no file-system writes).
+ *
+ * @param options - what the operator asked for
+ * @param detection - backend keys for espm.ini (see `detectBackends`)
+ * @throws Error if an `ips` entry is not an IP address
+ */
+export function planSetup(options: SetupOptions, detection: BackendDetection): SetupPlan {
+  const configDir = resolve(options.configDir);
+  const certDir = resolve(options.certDir);
+  const stateDir = resolve(options.stateDir);
+  const configPath = join(configDir, CONFIG_FILE_NAME);
+  const certPath = join(certDir, TLS_CERT_FILE_NAME);
+  const keyPath = join(certDir, TLS_KEY_FILE_NAME);
+  const psk = generatePsk();
+  const tls = generateSelfSignedCertificate({ hostname: options.hostname, ips: options.ips });
+  const values: IniValues = {
+    server: { host: options.host, port: options.port, cert: certPath, key: keyPath, psk, allow: '' },
+    classifier: detection.classifier,
+    ca: detection.ca,
+    state: { dir: stateDir },
+    log: { level: DEFAULTS.log.level, format: DEFAULTS.log.format },
+  };
+  const announcement = [
+    'Preshared Key:',
+    psk,
+    '',
+    'Certificate:',
+    tls.certificate.trimEnd(),
+    'SHA-256 Fingerprint:',
+    tls.fingerprintSha256,
+    '',
+    "Paste the preshared key and the certificate above into the platform's Puppet account for this",
+    'master; the platform pins this certificate. Keep the key secret: it is also in the config file.',
+    '',
+    `Writing config to: ${configPath}`,
+    '',
+  ].join('\n');
+  return {
+    psk,
+    certificate: tls.certificate,
+    fingerprintSha256: tls.fingerprintSha256,
+    configPath,
+    certPath,
+    keyPath,
+    directories: [...new Set([configDir, certDir, stateDir])],
+    files: [
+      { path: keyPath, mode: 0o600, content: tls.privateKey },
+      { path: certPath, mode: 0o644, content: tls.certificate },
+      { path: configPath, mode: 0o600, content: renderConfig(values) },
+    ],
+    announcement,
+  };
+}
+
+/** True when something (file, directory, symlink — even a dangling one) is at `path`. */
+async function occupied(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/**
+ * Checks that none of the plan's files exists.
+ *
+ * @throws {@link SetupRefusedError} naming every file that exists
+ */
+export async function assertNothingExists(plan: SetupPlan): Promise<void> {
+  const existing: string[] = [];
+  for (const file of plan.files) {
+    if (await occupied(file.path)) existing.push(file.path);
+  }
+  if (existing.length > 0) throw new SetupRefusedError(existing);
+}
+
+/**
+ * Writes the plan: creates missing directories (0700), then each file with `O_CREAT|O_EXCL`
+ * (never replacing or following an existing file or symlink), its mode set explicitly
+ * (umask-independent) and fsync'd. If any write fails, the files written so far are removed.
+ *
+ * @throws {@link SetupRefusedError} if a file exists (checked first, and again by O_EXCL)
+ * @throws the file-system error of a failed write, after cleaning up
+ */
+export async function writeSetup(plan: SetupPlan): Promise<void> {
+  await assertNothingExists(plan);
+  for (const dir of plan.directories) await mkdir(dir, { recursive: true, mode: SETUP_DIR_MODE });
+  const written: string[] = [];
+  try {
+    for (const file of plan.files) {
+      await mkdir(dirname(file.path), { recursive: true, mode: SETUP_DIR_MODE });
+      let handle;
+      try {
+        handle = await open(file.path, 'wx', file.mode);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new SetupRefusedError([file.path]);
+        throw err;
+      }
+      written.push(file.path);
+      try {
+        await handle.chmod(file.mode);
+        await handle.writeFile(file.content, 'utf8');
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    }
+  } catch (err) {
+    await Promise.all(written.map((path) => unlink(path).catch(() => undefined)));
+    throw err;
+  }
+}
