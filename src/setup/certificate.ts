@@ -80,10 +80,11 @@ export function generateSelfSignedCertificate(request: SelfSignedRequest): SelfS
     { name: 'subjectKeyIdentifier' },
   ]);
   cert.sign(keys.privateKey, forge.md.sha256.create());
-  const certificate = forge.pki.certificateToPem(cert);
+  // node-forge ends PEM lines with CRLF; files and what operators paste use LF.
+  const certificate = forge.pki.certificateToPem(cert).replace(/\r\n/g, '\n');
   return {
     certificate,
-    privateKey: forge.pki.privateKeyToPem(keys.privateKey),
+    privateKey: forge.pki.privateKeyToPem(keys.privateKey).replace(/\r\n/g, '\n'),
     fingerprintSha256: new X509Certificate(certificate).fingerprint256,
   };
 }

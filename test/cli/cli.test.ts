@@ -1,0 +1,215 @@
+/**
+ * bin/espm_setup and bin/espm as a new operator runs them: real processes, real signals.
+ * Needs `npm run build` (the test command's pretest does it).
+ */
+import { once } from 'node:events';
+import { readFile, mkdtemp, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import ini from 'ini';
+import { generatePsk } from '../../src/setup/psk.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ESPM = join(ROOT, 'bin', 'espm');
+const ESPM_SETUP = join(ROOT, 'bin', 'espm_setup');
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  server.close();
+  return port;
+}
+
+/** Output of espm_setup, split as an operator reads it. */
+function parseAnnouncement(stdout: string): { psk: string; certificate: string; fingerprint: string } {
+  const lines = stdout.split('\n');
+  const end = lines.indexOf('-----END CERTIFICATE-----');
+  return {
+    psk: lines[1]!,
+    certificate: `${lines.slice(4, end + 1).join('\n')}\n`,
+    fingerprint: lines[end + 2]!,
+  };
+}
+
+function call(
+  port: number,
+  path: string,
+  options: { ca: string; psk?: string; method?: string; body?: string; onRequest?: (req: import('node:http').ClientRequest) => void },
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: options.method ?? 'GET',
+        ca: options.ca,
+        headers: {
+          ...(options.psk === undefined ? {} : { authorization: `Bearer ${options.psk}` }),
+          ...(options.body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(options.body) }),
+        },
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('error', reject);
+    if (options.onRequest !== undefined) options.onRequest(req);
+    else req.end(options.body);
+  });
+}
+
+describe('espm_setup and espm, as a new operator runs them', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'espm-cli-'));
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it('espm_setup --help and espm --help describe every option; --version prints the version', async () => {
+    const setupHelp = await execa(ESPM_SETUP, ['--help']);
+    for (const option of ['--config-dir', '--cert-dir', '--port', '--host', '--hostname', '--ip', '--state-dir', '--print-config']) {
+      expect(setupHelp.stdout).toContain(option);
+    }
+    expect(setupHelp.stdout).toContain('(default: "/opt/espm/etc")');
+    const help = await execa(ESPM, ['--help']);
+    expect(help.stdout).toMatch(/-c, --config <path>[\s\S]*\(default:\s+"\/opt\/espm\/etc\/espm.ini"\)/);
+    expect(help.stdout).toMatch(/SIGHUP reloads/);
+    const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    expect((await execa(ESPM, ['--version'])).stdout).toBe(pkg.version);
+    expect((await execa(ESPM_SETUP, ['--version'])).stdout).toBe(pkg.version);
+  });
+
+  it('espm_setup rejects a bad port or IP before doing anything', async () => {
+    const port = await execa(ESPM_SETUP, ['-d', dir, '-p', '99999'], { reject: false });
+    expect(port.exitCode).not.toBe(0);
+    expect(port.stderr).toContain('must be a port between 1 and 65535');
+    const ip = await execa(ESPM_SETUP, ['-d', dir, '--ip', 'localhost'], { reject: false });
+    expect(ip.stderr).toContain('must be an IPv4 or IPv6 address');
+    expect(await readFile(join(dir, 'espm.ini')).catch(() => 'absent')).toBe('absent');
+  });
+
+  it('espm_setup --print-config writes nothing', async () => {
+    const result = await execa(ESPM_SETUP, ['-d', join(dir, 'etc'), '--print-config']);
+    expect(ini.parse(result.stdout)).toHaveProperty('server.psk');
+    await expect(stat(join(dir, 'etc'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('espm exits 2 naming the key on a bad config, and 2 when the config is missing', async () => {
+    const setup = await execa(ESPM_SETUP, ['-d', dir, '--state-dir', join(dir, 'var'), '--hostname', 'localhost']);
+    expect(setup.exitCode).toBe(0);
+    const text = (await readFile(join(dir, 'espm.ini'), 'utf8')).replace(/^port = .*$/m, 'port = eighty');
+    await import('node:fs/promises').then((fs) => fs.writeFile(join(dir, 'espm.ini'), text, { mode: 0o600 }));
+    const bad = await execa(ESPM, ['-c', join(dir, 'espm.ini')], { reject: false });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/\[server\] port/);
+    const missing = await execa(ESPM, ['-c', join(dir, 'nope.ini')], { reject: false });
+    expect(missing.exitCode).toBe(2);
+    expect(missing.stderr).toContain(join(dir, 'nope.ini'));
+  });
+
+  it('setup → serve → status → refuse a second setup → HUP swaps the PSK → TERM drains and exits 0', async () => {
+    const port = await freePort();
+    const setupArgs = ['-d', dir, '-c', join(dir, 'certs'), '--state-dir', join(dir, 'var'),
+      '--hostname', 'localhost', '--ip', '127.0.0.1', '--host', '127.0.0.1', '-p', String(port)];
+    const setup = await execa(ESPM_SETUP, setupArgs);
+    expect(setup.exitCode).toBe(0);
+    const { psk, certificate, fingerprint } = parseAnnouncement(setup.stdout);
+    expect(setup.stdout.split('\n').slice(0, 4)).toEqual(['Preshared Key:', psk, '', 'Certificate:']);
+    expect(setup.stdout).toContain(`SHA-256 Fingerprint:\n${fingerprint}\n`);
+    expect(setup.stdout.trimEnd().split('\n').at(-1)).toBe(`Writing config to: ${join(dir, 'espm.ini')}`);
+    expect(await readFile(join(dir, 'certs', 'espm.crt'), 'utf8')).toBe(certificate);
+
+    const again = await execa(ESPM_SETUP, setupArgs, { reject: false });
+    expect(again.exitCode).toBe(1);
+    expect(again.stdout).toBe('');
+    expect(again.stderr).toContain(`refusing to overwrite existing files: ${join(dir, 'certs', 'espm.key')}`);
+    expect(await readFile(join(dir, 'certs', 'espm.crt'), 'utf8')).toBe(certificate);
+
+    const espm: ResultPromise = execa(ESPM, ['-c', join(dir, 'espm.ini')], { reject: false });
+    let out = '';
+    espm.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    try {
+      await waitFor(() => out.includes('"msg":"listening"'));
+      expect((await call(port, '/healthz', { ca: certificate })).body).toBe('{"status":"ok"}');
+      const status = await call(port, '/v1/status', { ca: certificate, psk });
+      expect(status.status).toBe(200);
+      expect(JSON.parse(status.body)).toMatchObject({ classifier: { backend: 'dashboard-rake' } });
+
+      const newPsk = generatePsk();
+      const config = await readFile(join(dir, 'espm.ini'), 'utf8');
+      await import('node:fs/promises').then((fs) =>
+        fs.writeFile(join(dir, 'espm.ini'), config.replace(psk, newPsk), { mode: 0o600 }),
+      );
+      espm.kill('SIGHUP');
+      await waitFor(() => out.includes('"msg":"config reloaded"'));
+      expect((await call(port, '/v1/status', { ca: certificate, psk })).status).toBe(401);
+      expect((await call(port, '/v1/status', { ca: certificate, psk: newPsk })).status).toBe(200);
+
+      // An in-flight request (body not yet complete) when SIGTERM arrives is still answered.
+      const body = JSON.stringify({ certname: 'x' });
+      let sendRest!: () => void;
+      const inFlight = call(port, '/v1/status', {
+        ca: certificate,
+        psk: newPsk,
+        method: 'POST',
+        body,
+        onRequest: (req) => {
+          req.write(body.slice(0, 5));
+          sendRest = () => req.end(body.slice(5));
+        },
+      });
+      // Let the headers and the first bytes of the body reach espm before the signal.
+      await new Promise((r) => setTimeout(r, 300));
+      espm.kill('SIGTERM');
+      await waitFor(() => out.includes('"msg":"stopping: draining in-flight requests"'));
+      sendRest();
+      expect((await inFlight).status).toBe(404);
+      const result = await espm;
+      expect(result.exitCode).toBe(0);
+      expect(out).toContain('"msg":"stopped"');
+      await expect(call(port, '/healthz', { ca: certificate })).rejects.toThrow(/ECONNREFUSED/);
+
+      const records = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(records.map((r) => r['msg'])).toEqual(
+        expect.arrayContaining(['starting espm', 'listening', 'request', 'config reloaded', 'signal received', 'stopped']),
+      );
+      expect(records.find((r) => r['msg'] === 'starting espm')).toMatchObject({ version: expect.any(String), classifier: 'dashboard-rake' });
+      for (const secret of [psk, newPsk, 'PRIVATE KEY', 'Bearer', 'authorization']) expect(out).not.toContain(secret);
+    } finally {
+      espm.kill('SIGKILL');
+    }
+  }, 60_000);
+
+  it('espm exits 1 with a clear message when the port is taken', async () => {
+    const blocker = createServer();
+    blocker.listen(0, '127.0.0.1');
+    await once(blocker, 'listening');
+    const { port } = blocker.address() as { port: number };
+    try {
+      await execa(ESPM_SETUP, ['-d', dir, '--state-dir', join(dir, 'var'), '--hostname', 'localhost', '--host', '127.0.0.1', '-p', String(port)]);
+      const result = await execa(ESPM, ['-c', join(dir, 'espm.ini')], { reject: false, timeout: 10_000 });
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toContain('EADDRINUSE');
+    } finally {
+      blocker.close();
+    }
+  });
+});
+
+async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

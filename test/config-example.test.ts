@@ -1,0 +1,28 @@
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import ini from 'ini';
+import { DEFAULTS, loadConfig } from '../src/config.js';
+
+describe('etc/espm.ini.example', () => {
+  it('documents every key with its default, and loads', async () => {
+    const text = await readFile(new URL('../etc/espm.ini.example', import.meta.url), 'utf8');
+    const parsed = ini.parse(text) as Record<string, Record<string, unknown>>;
+    for (const [section, keys] of Object.entries(DEFAULTS)) {
+      for (const [key, value] of Object.entries(keys)) {
+        expect([section, key, parsed[section]?.[key]]).toEqual([section, key, typeof value === 'boolean' ? expect.anything() : String(value)]);
+      }
+    }
+    expect(Object.keys(parsed['server']!)).toEqual(['host', 'port', 'cert', 'key', 'psk', 'allow']);
+    const dir = await mkdtemp(join(tmpdir(), 'espm-example-'));
+    try {
+      await writeFile(join(dir, 'espm.ini'), text);
+      await chmod(join(dir, 'espm.ini'), 0o600);
+      const config = loadConfig(join(dir, 'espm.ini'));
+      expect(config.classifier.worker).toBe(DEFAULTS.classifier.worker);
+      expect(config.ca.keepPrivateKeys).toBe(DEFAULTS.ca.keep_private_keys);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
