@@ -14,10 +14,10 @@ import { isIP } from 'node:net';
 import ini from 'ini';
 import { z } from 'zod';
 
-/** Classifier backends: the PE 2.x/3.x console rake tasks, or the pure-TypeScript sandbox. */
-export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox'] as const;
-/** CA backends: `puppet cert` (Puppet ≤ 5), `puppetserver ca` (Puppet ≥ 6), or the sandbox. */
-export const CA_BACKENDS = ['puppet-cert', 'puppetserver-ca', 'sandbox'] as const;
+/** Classifier backends: the PE 2.x/3.x console rake tasks. */
+export const CLASSIFIER_BACKENDS = ['dashboard-rake'] as const;
+/** CA backends: `puppet cert` (Puppet ≤ 5), `puppetserver ca` (Puppet ≥ 6). */
+export const CA_BACKENDS = ['puppet-cert', 'puppetserver-ca'] as const;
 /** Log levels accepted by `[log] level` (pino's). */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 /** Log formats accepted by `[log] format`: JSON lines, or text for a person at a terminal. */

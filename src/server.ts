@@ -8,9 +8,14 @@ import { createServer, type Server } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { assertPrivateFile, ConfigError, HTTP_LIMITS, loadConfig, type Config } from './config.js';
+import { createClassifier } from './classifier/index.js';
+import { ExecaCommandRunner, type CommandRunner } from './exec/command.js';
 import { accessSettings, type AccessSettings } from './http/access.js';
 import { createApp } from './http/app.js';
+import type { StatusBody } from './http/routes/status.js';
 import type { Logger } from './logger.js';
+import { Ledger } from './ownership/ledger.js';
+import { NodeService } from './service/nodes.js';
 import { VERSION } from './version.js';
 
 /** PEM certificate and private key served to clients. Secret (the key). */
@@ -52,6 +57,8 @@ export interface StartOptions {
   logger: Logger;
   /** Listen on this port instead of `[server] port` (tests use 0 for a free port). */
   port?: number;
+  /** Runs the backends' commands; default the real one (tests count spawns through it). */
+  runner?: CommandRunner;
 }
 
 /**
@@ -68,6 +75,7 @@ export class EspmServer {
     private config: Config,
     private readonly https: Server,
     private readonly logger: Logger,
+    private readonly ledger: Ledger,
     access: AccessSettings,
   ) {
     this.access = access;
@@ -79,15 +87,21 @@ export class EspmServer {
    * @param config - validated config
    * @param options - logger, optional port override
    * @returns the listening server
-   * @throws {@link ConfigError} if the certificate/key cannot be used; the listen error
+   * @throws {@link ConfigError} if the certificate/key cannot be used; `StateLockedError`
+   *   when another espm uses the state directory; `LedgerCorruptError`; the listen error
    *   (e.g. `EADDRINUSE`, `EACCES`) if the address cannot be bound
    */
   static async start(config: Config, options: StartOptions): Promise<EspmServer> {
     const { logger } = options;
     const tls = loadTlsMaterial(config);
     const startedAt = process.hrtime.bigint();
+    const runner = options.runner ?? new ExecaCommandRunner(logger);
+    const ledger = await Ledger.open(config.state.dir, { logger });
+    const classifier = createClassifier(config.classifier, runner, logger);
+    const nodes = new NodeService(classifier, ledger, { cacheTtlMs: config.classifier.cacheTtlMs, logger });
     let server!: EspmServer;
     const app = createApp({
+      nodes,
       logger,
       access: () => server.access,
       draining: () => server.drainingSince !== null,
@@ -96,17 +110,30 @@ export class EspmServer {
         uptime_s: Number((process.hrtime.bigint() - startedAt) / 1_000_000_000n),
         classifier: { backend: server.config.classifier.backend },
         ca: { backend: server.config.ca.backend },
+        ledger: ledgerCounts(ledger),
       }),
     });
     const https = createServer({ ...tls, minVersion: HTTP_LIMITS.minTlsVersion }, app);
-    server = new EspmServer(config, https, logger, accessSettings(config.server.psk, config.server.allow));
-    await new Promise<void>((resolve, reject) => {
-      https.once('error', reject);
-      https.listen(options.port ?? config.server.port, config.server.host, () => {
-        https.off('error', reject);
-        resolve();
+    server = new EspmServer(config, https, logger, ledger, accessSettings(config.server.psk, config.server.allow));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        https.once('error', reject);
+        https.listen(options.port ?? config.server.port, config.server.host, () => {
+          https.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (err) {
+      await ledger.close();
+      throw err;
+    }
+    // Find out early whether the console answers (and which tasks it has): a warning now
+    // beats a surprise at the first launch.
+    classifier.capabilities().then(
+      (c) => logger.info({ classifier: classifier.backend, console: c.description }, 'console found'),
+      (err: unknown) =>
+        logger.warn({ classifier: classifier.backend, error: (err as Error).message }, 'console not usable; classification calls will fail until it is'),
+    );
     https.on('tlsClientError', (err, socket) => {
       logger.debug({ remote: socket.remoteAddress, error: err.message }, 'TLS handshake failed');
     });
@@ -189,9 +216,19 @@ export class EspmServer {
       this.https.closeAllConnections();
       await closed;
     }
+    await this.ledger.close();
     this.logger.info('stopped');
     return !cutOff;
   }
+}
+
+/** Present and uncertain ledger entries per kind, for `GET /v1/status`. */
+function ledgerCounts(ledger: Ledger): StatusBody['ledger'] {
+  const counts = ledger.counts();
+  return {
+    nodes: { present: counts.node.present, uncertain: counts.node.uncertain },
+    certificates: { present: counts.certificate.present, uncertain: counts.certificate.uncertain },
+  };
 }
 
 /**

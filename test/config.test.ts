@@ -57,7 +57,7 @@ describe('parseConfig', () => {
       `psk = ${PSK}`,
       'allow = 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32',
       '[classifier]',
-      'backend = sandbox',
+      'backend = dashboard-rake',
       'timeout = 5',
       'cache_ttl = 0',
       'worker = off',
@@ -72,7 +72,7 @@ describe('parseConfig', () => {
     const c = parseConfig(ini.parse(text), '/x.ini');
     expect(c.server.port).toBe(9443);
     expect(c.server.allow).toEqual(['10.0.0.0/8', '192.0.2.7', '2001:db8::/32']);
-    expect(c.classifier).toMatchObject({ backend: 'sandbox', timeoutMs: 5000, cacheTtlMs: 0, worker: false });
+    expect(c.classifier).toMatchObject({ backend: 'dashboard-rake', timeoutMs: 5000, cacheTtlMs: 0, worker: false });
     expect(c.ca).toMatchObject({ backend: 'puppetserver-ca', ssldir: '/var/lib/puppet/ssl', keepPrivateKeys: true });
     expect(c.log).toEqual({ level: 'debug', format: 'text' });
   });

@@ -5,9 +5,10 @@
  *
  * @packageDocumentation
  */
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
+import { ENTRY_KINDS, Ledger, type EntryKind } from '../ownership/ledger.js';
 import { EspmServer, runUntilSignalled } from '../server.js';
 import { VERSION } from '../version.js';
 
@@ -39,7 +40,102 @@ export function espmCommand(): Command {
     .action(async (options: { config: string }) => {
       process.exitCode = await runDaemon(options.config);
     });
+  program.addCommand(ledgerCommand());
   return program;
+}
+
+/** Runs `task` with the ledger of the config's state dir open (and locked), offline. */
+async function withLedger(command: Command, task: (ledger: Ledger) => Promise<number>): Promise<void> {
+  const { config: configPath } = command.optsWithGlobals<{ config: string }>();
+  let ledger: Ledger;
+  try {
+    const config = loadConfig(configPath);
+    ledger = await Ledger.open(config.state.dir);
+  } catch (err) {
+    console.error(`espm ledger: ${(err as Error).message}`);
+    process.exitCode = err instanceof ConfigError ? EXIT_CONFIG_ERROR : EXIT_FAILURE;
+    return;
+  }
+  try {
+    process.exitCode = await task(ledger);
+  } finally {
+    await ledger.close();
+  }
+}
+
+function parseKind(value: string): EntryKind {
+  if (!(ENTRY_KINDS as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`must be one of: ${ENTRY_KINDS.join(', ')}`);
+  }
+  return value as EntryKind;
+}
+
+/**
+ * `espm ledger list|adopt|forget`: the operator's view of what espm owns, for resolving
+ * entries left uncertain by a crash. Runs offline: it takes the state directory's lock, so
+ * it refuses while the daemon runs.
+ */
+function ledgerCommand(): Command {
+  const ledger = new Command('ledger')
+    .description(
+      'Inspect and resolve the ledger of nodes and certificates espm created (offline: stop the daemon first).',
+    )
+    .addHelpText(
+      'after',
+      '\nAn entry is "uncertain" when a create was interrupted (crash, timeout): espm then refuses to delete\n' +
+        'or revoke it. Check the console / CA by hand, then either adopt it (espm created it: it may delete it)\n' +
+        'or forget it (espm did not create it, or it is gone: espm will never touch it).',
+    );
+  ledger
+    .command('list')
+    .description('list every entry: kind, name, state, created at')
+    .option('--json', 'print the entries as JSON')
+    .action(async (options: { json?: boolean }, command: Command) => {
+      await withLedger(command, async (l) => {
+        const entries = l.list();
+        if (options.json === true) {
+          console.log(JSON.stringify(entries, null, 2));
+        } else if (entries.length === 0) {
+          console.log('(the ledger is empty)');
+        } else {
+          for (const e of entries) console.log(`${e.kind}\t${e.name}\t${e.state}\t${e.created_at}`);
+        }
+        return 0;
+      });
+    });
+  ledger
+    .command('adopt')
+    .description('mark an uncertain entry present: espm created it and may delete or revoke it')
+    .argument('<kind>', `${ENTRY_KINDS.join(' or ')}`, parseKind)
+    .argument('<name>', 'node name or certname')
+    .action(async (kind: EntryKind, name: string, _options: unknown, command: Command) => {
+      await withLedger(command, async (l) => {
+        const entry = l.get(kind, name);
+        if (entry === undefined) {
+          console.error(`espm ledger: no ${kind} ${name} in the ledger`);
+          return EXIT_FAILURE;
+        }
+        await l.commit(kind, name);
+        console.log(`${kind} ${name}: ${entry.state} → present`);
+        return 0;
+      });
+    });
+  ledger
+    .command('forget')
+    .description('remove an entry: espm will never delete or revoke that name')
+    .argument('<kind>', `${ENTRY_KINDS.join(' or ')}`, parseKind)
+    .argument('<name>', 'node name or certname')
+    .action(async (kind: EntryKind, name: string, _options: unknown, command: Command) => {
+      await withLedger(command, async (l) => {
+        if (!(await l.remove(kind, name))) {
+          console.error(`espm ledger: no ${kind} ${name} in the ledger`);
+          return EXIT_FAILURE;
+        }
+        console.log(`${kind} ${name}: forgotten`);
+        return 0;
+      });
+    });
+  return ledger;
 }
 
 /**

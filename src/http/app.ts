@@ -3,6 +3,7 @@
  * the PSK-protected `/v1` routes, and problem+json for every error.
  *
  * The app knows HTTP only: it calls the services it is given and never spawns a process.
+ * Service errors become problem+json here, by their contract code.
  *
  * @packageDocumentation
  */
@@ -21,6 +22,10 @@ import {
   type AccessSettings,
 } from './access.js';
 import { HttpProblem, sendProblem } from './problem.js';
+import { ServiceError } from '../service/errors.js';
+import type { NodeService } from '../service/nodes.js';
+import { classificationRouter } from './routes/classification.js';
+import { serviceProblem } from './routes/service-problems.js';
 import { statusRouter, type StatusBody } from './routes/status.js';
 
 /** What {@link createApp} needs. */
@@ -31,6 +36,8 @@ export interface AppDependencies {
   access: () => AccessSettings;
   /** Produces the body of `GET /v1/status`. */
   status: () => StatusBody;
+  /** The classification service behind `/v1/groups`, `/v1/classes`, `/v1/nodes`. */
+  nodes: NodeService;
   /** True once SIGTERM/SIGINT began draining: answers then carry `Connection: close`. */
   draining?: () => boolean;
 }
@@ -61,6 +68,7 @@ function requestLogFields(
 /** Maps errors raised by express/body-parser to problems; anything else is a 500. */
 function toProblem(err: unknown): HttpProblem {
   if (err instanceof HttpProblem) return err;
+  if (err instanceof ServiceError) return serviceProblem(err);
   const e = err as { type?: string; status?: number; message?: string };
   switch (e.type) {
     case 'entity.parse.failed':
@@ -124,6 +132,7 @@ export function createApp(deps: AppDependencies): Express {
   // Bodies are parsed only for authenticated callers.
   v1.use(express.json({ limit: HTTP_LIMITS.bodyLimitBytes, strict: true, type: 'application/json' }));
   v1.use(statusRouter(deps.status));
+  v1.use(classificationRouter(deps.nodes));
   app.use('/v1', v1);
 
   const notFound: RequestHandler = (req, _res, next) => {

@@ -6,7 +6,9 @@ import { mkdtemp, rm, writeFile, readFile, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ini from 'ini';
+import request from 'supertest';
 import { loadConfig, type Config } from '../../src/config.js';
+import type { CommandRunner } from '../../src/exec/command.js';
 import { createLogger } from '../../src/logger.js';
 import { EspmServer } from '../../src/server.js';
 import { detectBackends, type DetectionProbe } from '../../src/setup/detect.js';
@@ -84,6 +86,7 @@ export interface RunningEspm {
 /** Sets up a temp dir, applies `changes` to its config, and starts espm on a free port. */
 export async function startEspm(
   changes: Record<string, Record<string, string | number | boolean>> = {},
+  options: { runner?: CommandRunner } = {},
 ): Promise<RunningEspm> {
   const setup = await setUpDir();
   if (Object.keys(changes).length > 0) await setup.editConfig(changes);
@@ -92,6 +95,7 @@ export async function startEspm(
   const server = await EspmServer.start(config, {
     logger: createLogger({ level: 'debug', format: 'json', destination: logs }),
     port: 0,
+    ...(options.runner === undefined ? {} : { runner: options.runner }),
   });
   return {
     setup,
@@ -104,5 +108,16 @@ export async function startEspm(
       await server.stop(1000);
       await setup.remove();
     },
+  };
+}
+
+/** Authenticated supertest calls against a running espm, pinning its certificate. */
+export function apiClient(espm: RunningEspm) {
+  const cert = espm.setup.plan.certificate;
+  return {
+    get: (path: string) => request(espm.url).get(path).ca(cert).set('Authorization', espm.authorization),
+    post: (path: string, body: unknown) =>
+      request(espm.url).post(path).ca(cert).set('Authorization', espm.authorization).send(body as object),
+    delete: (path: string) => request(espm.url).delete(path).ca(cert).set('Authorization', espm.authorization),
   };
 }

@@ -5,7 +5,7 @@
  */
 import { Router } from 'express';
 
-/** Body of `GET /v1/status`. More members (ledger counts) join as those layers land. */
+/** Body of `GET /v1/status`. */
 export interface StatusBody {
   /** espm's version (package.json). */
   version: string;
@@ -13,6 +13,11 @@ export interface StatusBody {
   uptime_s: number;
   classifier: { backend: string };
   ca: { backend: string };
+  /** Entries of the ownership ledger per kind and state. */
+  ledger: {
+    nodes: { present: number; uncertain: number };
+    certificates: { present: number; uncertain: number };
+  };
 }
 
 /**

@@ -1,0 +1,290 @@
+/**
+ * The rules of classification: discover groups and classes, create a node with them (and
+ * parameters), delete it — only ever a node espm created, as the ledger says.
+ *
+ * Create: owned name? → 409 · groups/classes known (cached lists, re-checked fresh before
+ * refusing)? else 422 listing them · parameters storable? else 422 · ledger `pending` ·
+ * one `node:add` with groups and classes · the parameters task only when there are
+ * parameters · ledger `present`. A failure after `node:add` rolls the node back before
+ * answering. Delete: owned and present only (404 otherwise, 409 when uncertain).
+ * One operation per name at a time.
+ *
+ * @packageDocumentation
+ */
+import { Mutex } from 'async-mutex';
+import {
+  ClassifierError,
+  NodeExistsError,
+  type Classifier,
+} from '../classifier/classifier.js';
+import type { Logger } from '../logger.js';
+import type { NodeRequest } from '../names.js';
+import type { Ledger } from '../ownership/ledger.js';
+import { ServiceError } from './errors.js';
+import { ListCache, type CachedList } from './list-cache.js';
+
+/** A node espm created, as the API answers it. */
+export interface OwnedNode {
+  name: string;
+  groups: string[];
+  classes: string[];
+  parameters: Record<string, string>;
+  /** When espm created it (ISO-8601). */
+  created_at: string;
+}
+
+/** Options of {@link NodeService}. */
+export interface NodeServiceOptions {
+  /** How long group/class lists are cached, ms. */
+  cacheTtlMs: number;
+  logger?: Logger;
+  /** Clock, ms; default `Date.now`. */
+  now?: () => number;
+}
+
+/**
+ * Maps a classifier failure to the contract: timeout → 504 `backend_timeout`; anything
+ * else → 502 `backend_failed`, the tool's words in the detail.
+ *
+ * @param err - what the classifier threw
+ * @param doing - what espm was doing, e.g. `creating node web01`
+ */
+export function classifierProblem(err: unknown, doing: string): ServiceError {
+  if (err instanceof ClassifierError) {
+    const output = err.output === '' ? '' : `: ${err.output}`;
+    if (err.failure === 'timeout') return new ServiceError('backend_timeout', `${doing}: ${err.message}${output}`);
+    return new ServiceError('backend_failed', `${doing}: ${err.message}${output}`);
+  }
+  return new ServiceError('backend_failed', `${doing}: ${(err as Error).message}`);
+}
+
+/** Per-key mutual exclusion: one operation per name at a time. */
+export class KeyedMutex {
+  private readonly mutexes = new Map<string, { mutex: Mutex; users: number }>();
+
+  /**
+   * Runs `task` while holding the lock of `key`.
+   *
+   * @returns what `task` returns
+   */
+  async run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    let slot = this.mutexes.get(key);
+    if (slot === undefined) {
+      slot = { mutex: new Mutex(), users: 0 };
+      this.mutexes.set(key, slot);
+    }
+    slot.users += 1;
+    try {
+      return await slot.mutex.runExclusive(task);
+    } finally {
+      slot.users -= 1;
+      if (slot.users === 0) this.mutexes.delete(key);
+    }
+  }
+}
+
+/** The classification service. */
+export class NodeService {
+  private readonly groups: ListCache;
+  private readonly classes: ListCache;
+  private readonly perName = new KeyedMutex();
+
+  /**
+   * @param classifier - the console adapter
+   * @param ledger - the ownership ledger (shared with the certificate service)
+   * @param options - cache TTL, logger, clock
+   */
+  constructor(
+    private readonly classifier: Classifier,
+    private readonly ledger: Ledger,
+    private readonly options: NodeServiceOptions,
+  ) {
+    this.groups = new ListCache(() => classifier.listGroups(), options.cacheTtlMs, options.now);
+    this.classes = new ListCache(() => classifier.listClasses(), options.cacheTtlMs, options.now);
+  }
+
+  /**
+   * The console's node groups (cached, coalesced).
+   *
+   * @param refresh - bypass the cache
+   * @throws {@link ServiceError} `backend_failed` / `backend_timeout`
+   */
+  async listGroups(refresh = false): Promise<CachedList> {
+    try {
+      return await this.groups.get(refresh);
+    } catch (err) {
+      throw classifierProblem(err, 'listing node groups');
+    }
+  }
+
+  /**
+   * The console's classes (cached, coalesced).
+   *
+   * @param refresh - bypass the cache
+   * @throws {@link ServiceError} `backend_failed` / `backend_timeout`
+   */
+  async listClasses(refresh = false): Promise<CachedList> {
+    try {
+      return await this.classes.get(refresh);
+    } catch (err) {
+      throw classifierProblem(err, 'listing classes');
+    }
+  }
+
+  /**
+   * Names of `wanted` not in the list; when some are missing from the cached list, checks a
+   * fresh one before saying so (the console may have gained them since).
+   */
+  private async unknownNames(wanted: readonly string[], list: (refresh: boolean) => Promise<CachedList>): Promise<string[]> {
+    if (wanted.length === 0) return [];
+    const missing = (known: CachedList) => [...new Set(wanted.filter((n) => !known.names.includes(n)))];
+    const cached = missing(await list(false));
+    return cached.length === 0 ? [] : missing(await list(true));
+  }
+
+  /**
+   * Creates a node in the console and records it as espm's.
+   *
+   * @param request - validated name, groups, classes, parameters
+   * @returns the node as created
+   * @throws {@link ServiceError} `node_exists` (409), `unknown_group`/`unknown_class`/
+   *   `unsupported_parameter` (422; nothing spawned after the list check), `backend_failed`
+   *   (502; after a rollback when `node:add` had succeeded), `backend_timeout` (504)
+   */
+  async create(request: NodeRequest): Promise<OwnedNode> {
+    return this.perName.run(request.name, async () => {
+      const { name } = request;
+      if (this.ledger.get('node', name) !== undefined) {
+        throw new ServiceError('node_exists', `a node named ${name} exists (created by espm)`);
+      }
+      const unknownGroups = await this.unknownNames(request.groups, (r) => this.listGroups(r));
+      const unknownClasses = await this.unknownNames(request.classes, (r) => this.listClasses(r));
+      if (unknownGroups.length > 0 || unknownClasses.length > 0) {
+        const parts = [
+          unknownGroups.length > 0 ? `unknown node group(s): ${unknownGroups.join(', ')}` : '',
+          unknownClasses.length > 0 ? `unknown class(es): ${unknownClasses.join(', ')}` : '',
+        ].filter((p) => p !== '');
+        throw new ServiceError(unknownGroups.length > 0 ? 'unknown_group' : 'unknown_class', `${parts.join('; ')} (the console would silently drop them)`, {
+          unknown_groups: unknownGroups,
+          unknown_classes: unknownClasses,
+        });
+      }
+      const parameterEntries = Object.entries(request.parameters);
+      if (parameterEntries.length > 0) {
+        let capabilities;
+        try {
+          capabilities = await this.classifier.capabilities();
+        } catch (err) {
+          throw classifierProblem(err, 'finding out which parameters the console can store');
+        }
+        const refused = parameterEntries
+          .map(([key, value]) => [key, capabilities.refuseParameterValue(value)] as const)
+          .filter((r): r is readonly [string, string] => r[1] !== undefined);
+        if (refused.length > 0) {
+          throw new ServiceError(
+            'unsupported_parameter',
+            refused.map(([key, why]) => `${key}: ${why}`).join('; '),
+            { parameters: refused.map(([key]) => key) },
+          );
+        }
+      }
+
+      const details = { groups: request.groups, classes: request.classes, parameters: request.parameters };
+      await this.ledger.begin('node', name, details);
+      try {
+        await this.classifier.addNode({ name, groups: request.groups, classes: request.classes });
+      } catch (err) {
+        if (err instanceof NodeExistsError) {
+          await this.ledger.remove('node', name);
+          throw new ServiceError('node_exists', `a node named ${name} exists in the console: ${err.output}`);
+        }
+        if (err instanceof ClassifierError && err.failure === 'timeout') {
+          await this.ledger.markUncertain('node', name);
+          this.options.logger?.warn({ node: name }, 'node:add timed out: ownership uncertain');
+        } else {
+          await this.ledger.remove('node', name);
+        }
+        throw classifierProblem(err, `creating node ${name}`);
+      }
+      if (parameterEntries.length > 0) {
+        try {
+          await this.classifier.setParameters(name, request.parameters);
+        } catch (err) {
+          throw await this.rollBack(name, classifierProblem(err, `setting the parameters of node ${name}`));
+        }
+      }
+      const entry = await this.ledger.commit('node', name, details);
+      this.options.logger?.info({ node: name }, 'node created');
+      return this.ownedNode(entry.name, entry.details, entry.created_at);
+    });
+  }
+
+  /** Deletes a node whose create failed half-way; returns the error to answer with. */
+  private async rollBack(name: string, cause: ServiceError): Promise<ServiceError> {
+    try {
+      await this.classifier.deleteNode(name);
+      await this.ledger.remove('node', name);
+      this.options.logger?.warn({ node: name }, 'node rolled back after a failed create');
+      return new ServiceError(cause.code, `${cause.detail} (the node was rolled back: nothing was created)`);
+    } catch (err) {
+      await this.ledger.markUncertain('node', name);
+      this.options.logger?.error({ node: name, error: (err as Error).message }, 'rollback failed: ownership uncertain');
+      return new ServiceError(
+        cause.code,
+        `${cause.detail}; rolling the node back failed too (${(err as Error).message}): it is recorded as uncertain, see espm ledger`,
+      );
+    }
+  }
+
+  private ownedNode(name: string, details: Record<string, unknown>, createdAt: string): OwnedNode {
+    return {
+      name,
+      groups: (details['groups'] as string[] | undefined) ?? [],
+      classes: (details['classes'] as string[] | undefined) ?? [],
+      parameters: (details['parameters'] as Record<string, string> | undefined) ?? {},
+      created_at: createdAt,
+    };
+  }
+
+  /**
+   * A node espm created, as it created it.
+   *
+   * @throws {@link ServiceError} `node_not_found` for any node espm does not own (or whose
+   *   create is under way): existence of other nodes is not revealed
+   */
+  get(name: string): OwnedNode {
+    const entry = this.ledger.get('node', name);
+    if (entry?.state !== 'present') throw new ServiceError('node_not_found', `espm has no node named ${name}`);
+    return this.ownedNode(entry.name, entry.details, entry.created_at);
+  }
+
+  /**
+   * Deletes a node espm created. A node already gone from the console is forgotten.
+   *
+   * @throws {@link ServiceError} `node_not_found` (not espm's), `ownership_uncertain` (409),
+   *   `backend_failed`/`backend_timeout` (the entry stays: deleting again is safe)
+   */
+  async delete(name: string): Promise<void> {
+    await this.perName.run(name, async () => {
+      const entry = this.ledger.get('node', name);
+      if (entry === undefined || entry.state === 'pending') {
+        throw new ServiceError('node_not_found', `espm has no node named ${name}`);
+      }
+      if (entry.state === 'uncertain') {
+        throw new ServiceError(
+          'ownership_uncertain',
+          `espm cannot tell whether it created node ${name} (a create was interrupted); ` +
+            'an operator must resolve it with `espm ledger adopt node NAME` or `espm ledger forget node NAME`',
+        );
+      }
+      let outcome: 'deleted' | 'absent';
+      try {
+        outcome = await this.classifier.deleteNode(name);
+      } catch (err) {
+        throw classifierProblem(err, `deleting node ${name}`);
+      }
+      await this.ledger.remove('node', name);
+      this.options.logger?.info({ node: name, outcome }, outcome === 'deleted' ? 'node deleted' : 'node was already gone; forgotten');
+    });
+  }
+}
