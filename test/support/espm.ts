@@ -83,12 +83,15 @@ export interface RunningEspm {
   stop(): Promise<void>;
 }
 
-/** Sets up a temp dir, applies `changes` to its config, and starts espm on a free port. */
+/**
+ * Sets up a temp dir (or reuses `options.setup`), applies `changes` to its config, and
+ * starts espm on a free port. `stop()` removes the temp dir unless it was passed in.
+ */
 export async function startEspm(
   changes: Record<string, Record<string, string | number | boolean>> = {},
-  options: { runner?: CommandRunner } = {},
+  options: { runner?: CommandRunner; setup?: SetUpDir } = {},
 ): Promise<RunningEspm> {
-  const setup = await setUpDir();
+  const setup = options.setup ?? (await setUpDir());
   if (Object.keys(changes).length > 0) await setup.editConfig(changes);
   const config = loadConfig(setup.plan.configPath);
   const logs = new LogCapture();
@@ -106,7 +109,7 @@ export async function startEspm(
     authorization: `Bearer ${setup.plan.psk}`,
     async stop() {
       await server.stop(1000);
-      await setup.remove();
+      if (options.setup === undefined) await setup.remove();
     },
   };
 }
