@@ -114,3 +114,25 @@ export function describeValidationError(error: z.ZodError): string {
     })
     .join('; ');
 }
+
+/** A DNS subject alt name: a lower-case DNS name (letters, digits, `-`, `.`), no `..`. */
+export const DNS_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/;
+
+/** zod schema of a DNS subject alt name ({@link DNS_NAME_PATTERN}). */
+export const dnsAltNameSchema = z
+  .string()
+  .max(CERTNAME_MAX, `must be at most ${CERTNAME_MAX} characters`)
+  .refine((v) => DNS_NAME_PATTERN.test(v) && !v.includes('..'), 'must be a lower-case DNS name');
+
+/** Body of `POST /v1/certificates`. Unknown members are refused. */
+export const certificateRequestSchema = z.strictObject({
+  certname: certnameSchema,
+  dns_alt_names: z
+    .array(dnsAltNameSchema)
+    .max(LIST_MAX, `at most ${LIST_MAX} DNS alt names`)
+    .refine((names) => new Set(names).size === names.length, 'must not repeat a name')
+    .default([]),
+});
+
+/** A validated certificate request. */
+export type CertificateRequest = z.infer<typeof certificateRequestSchema>;

@@ -8,6 +8,7 @@ import { createServer, type Server } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { assertPrivateFile, ConfigError, HTTP_LIMITS, loadConfig, type Config } from './config.js';
+import { createCertificateAuthority } from './ca/index.js';
 import { createClassifier } from './classifier/index.js';
 import { ExecaCommandRunner, type CommandRunner } from './exec/command.js';
 import { accessSettings, type AccessSettings } from './http/access.js';
@@ -15,6 +16,7 @@ import { createApp } from './http/app.js';
 import type { StatusBody } from './http/routes/status.js';
 import type { Logger } from './logger.js';
 import { Ledger } from './ownership/ledger.js';
+import { CertificateService } from './service/certificates.js';
 import { NodeService } from './service/nodes.js';
 import { VERSION } from './version.js';
 
@@ -99,9 +101,11 @@ export class EspmServer {
     const ledger = await Ledger.open(config.state.dir, { logger });
     const classifier = createClassifier(config.classifier, runner, logger);
     const nodes = new NodeService(classifier, ledger, { cacheTtlMs: config.classifier.cacheTtlMs, logger });
+    const certificates = new CertificateService(createCertificateAuthority(config.ca, runner, logger), ledger, logger);
     let server!: EspmServer;
     const app = createApp({
       nodes,
+      certificates,
       logger,
       access: () => server.access,
       draining: () => server.drainingSince !== null,

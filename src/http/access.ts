@@ -86,22 +86,39 @@ export function allowListGuard(settings: () => AccessSettings): RequestHandler {
   };
 }
 
+/** Whether the request carries the right PSK (set by {@link requirePsk}'s first half). */
+function authenticated(res: Response): boolean {
+  return res.locals['authenticated'] === true;
+}
+
 /**
- * Middleware requiring `Authorization: Bearer <PSK>`; answers 401 `unauthorized` (with
- * `WWW-Authenticate: Bearer`) when it is missing or wrong. Never logs the header.
+ * Middleware deciding whether a request carries `Authorization: Bearer <PSK>` (constant-time
+ * digest comparison) and noting it in `res.locals.authenticated`. It answers nothing itself:
+ * {@link authFailureThrottle} then counts the failures, {@link requirePsk} refuses them.
  *
  * @param settings - getter of the current settings (swapped on reload)
  */
-export function requirePsk(settings: () => AccessSettings): RequestHandler {
+export function checkPsk(settings: () => AccessSettings): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
     const header = req.headers.authorization;
     const match = header === undefined ? null : /^Bearer[ ]+(\S+)[ ]*$/i.exec(header);
-    if (match?.[1] !== undefined && pskMatches(match[1], settings().pskDigest)) {
+    res.locals['authenticated'] = match?.[1] !== undefined && pskMatches(match[1], settings().pskDigest);
+    next();
+  };
+}
+
+/**
+ * Middleware answering 401 `unauthorized` (with `WWW-Authenticate: Bearer`) to requests
+ * {@link checkPsk} did not authenticate. Never logs the header.
+ */
+export function requirePsk(): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    if (authenticated(res)) {
       next();
       return;
     }
     const detail =
-      header === undefined
+      req.headers.authorization === undefined
         ? 'missing Authorization header: send "Authorization: Bearer <pre-shared key>"'
         : 'invalid pre-shared key';
     sendProblem(
@@ -111,33 +128,63 @@ export function requirePsk(settings: () => AccessSettings): RequestHandler {
   };
 }
 
+/** The throttle's key of a request: its address (IPv6 grouped by /56, express-rate-limit's `ipKeyGenerator`). */
+function throttleKey(req: Request): string {
+  return ipKeyGenerator(clientAddress(req));
+}
+
+function tooManyRequests(res: Response, retryAfterS: number): void {
+  sendProblem(
+    res,
+    new HttpProblem(
+      429,
+      'too_many_requests',
+      `too many failed authentications from this address; retry after ${retryAfterS} s`,
+      {},
+      { 'Retry-After': String(retryAfterS) },
+    ),
+  );
+}
+
 /**
- * Middleware throttling failed authentications per client address (express-rate-limit):
- * after {@link HTTP_LIMITS.authFailuresPerWindow} answers of 401 within
- * {@link HTTP_LIMITS.authFailureWindowMs}, every request from that address gets 429
- * `too_many_requests` with `Retry-After` (s) until the window ends. Only 401s count;
- * IPv6 addresses are grouped by /56 (express-rate-limit's `ipKeyGenerator`).
- * Mount it before {@link requirePsk}.
+ * Middlewares throttling failed authentications per client address (express-rate-limit).
+ * Only requests without the right PSK are counted (so any number of concurrent
+ * authenticated requests never trips it); after {@link HTTP_LIMITS.authFailuresPerWindow}
+ * of them within {@link HTTP_LIMITS.authFailureWindowMs}, EVERY request from that address —
+ * right PSK or not, so a blocked guesser learns nothing — gets 429 `too_many_requests` with
+ * `Retry-After` (s) until the window ends. Mount after {@link checkPsk}, before
+ * {@link requirePsk}.
  */
-export function authFailureThrottle(): RequestHandler {
-  return rateLimit({
+export function authFailureThrottle(): RequestHandler[] {
+  const limiter = rateLimit({
     windowMs: HTTP_LIMITS.authFailureWindowMs,
     limit: HTTP_LIMITS.authFailuresPerWindow,
-    standardHeaders: 'draft-8',
+    standardHeaders: false,
     legacyHeaders: false,
-    skipSuccessfulRequests: true,
-    requestWasSuccessful: (_req, res) => res.statusCode !== 401,
-    // IPv6 clients are keyed by their /56, so rotating addresses within it does not help.
-    keyGenerator: (req) => ipKeyGenerator(clientAddress(req)),
-    handler: (_req, res, _next, options) => {
-      sendProblem(
-        res,
-        new HttpProblem(
-          options.statusCode,
-          'too_many_requests',
-          `too many failed authentications from this address; retry after ${res.getHeader('Retry-After') ?? 'a while'} s`,
-        ),
-      );
+    skip: (_req, res) => authenticated(res),
+    keyGenerator: throttleKey,
+    handler: (req, res) => {
+      const resetTime = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime;
+      tooManyRequests(res, retryAfterSeconds(resetTime));
     },
   });
+  const blockedAddresses: RequestHandler = async (req, res, next) => {
+    if (!authenticated(res)) {
+      next();
+      return;
+    }
+    const info = await limiter.getKey(throttleKey(req));
+    if (info !== undefined && info.totalHits >= HTTP_LIMITS.authFailuresPerWindow && (info.resetTime?.getTime() ?? 0) > Date.now()) {
+      tooManyRequests(res, retryAfterSeconds(info.resetTime));
+      return;
+    }
+    next();
+  };
+  return [blockedAddresses, limiter];
+}
+
+/** Whole seconds until `resetTime` (at least 1). */
+function retryAfterSeconds(resetTime: Date | undefined): number {
+  const ms = (resetTime?.getTime() ?? Date.now() + HTTP_LIMITS.authFailureWindowMs) - Date.now();
+  return Math.max(1, Math.ceil(ms / 1000));
 }

@@ -17,13 +17,16 @@ import type { Logger } from '../logger.js';
 import {
   allowListGuard,
   authFailureThrottle,
+  checkPsk,
   clientAddress,
   requirePsk,
   type AccessSettings,
 } from './access.js';
 import { HttpProblem, sendProblem } from './problem.js';
 import { ServiceError } from '../service/errors.js';
+import type { CertificateService } from '../service/certificates.js';
 import type { NodeService } from '../service/nodes.js';
+import { certificatesRouter } from './routes/certificates.js';
 import { classificationRouter } from './routes/classification.js';
 import { serviceProblem } from './routes/service-problems.js';
 import { statusRouter, type StatusBody } from './routes/status.js';
@@ -38,6 +41,8 @@ export interface AppDependencies {
   status: () => StatusBody;
   /** The classification service behind `/v1/groups`, `/v1/classes`, `/v1/nodes`. */
   nodes: NodeService;
+  /** The certificate service behind `/v1/certificates`. */
+  certificates: CertificateService;
   /** True once SIGTERM/SIGINT began draining: answers then carry `Connection: close`. */
   draining?: () => boolean;
 }
@@ -127,12 +132,14 @@ export function createApp(deps: AppDependencies): Express {
   });
 
   const v1 = express.Router();
+  v1.use(checkPsk(deps.access));
   v1.use(authFailureThrottle());
-  v1.use(requirePsk(deps.access));
+  v1.use(requirePsk());
   // Bodies are parsed only for authenticated callers.
   v1.use(express.json({ limit: HTTP_LIMITS.bodyLimitBytes, strict: true, type: 'application/json' }));
   v1.use(statusRouter(deps.status));
   v1.use(classificationRouter(deps.nodes));
+  v1.use(certificatesRouter(deps.certificates));
   app.use('/v1', v1);
 
   const notFound: RequestHandler = (req, _res, next) => {

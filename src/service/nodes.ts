@@ -11,7 +11,6 @@
  *
  * @packageDocumentation
  */
-import { Mutex } from 'async-mutex';
 import {
   ClassifierError,
   NodeExistsError,
@@ -21,6 +20,7 @@ import type { Logger } from '../logger.js';
 import type { NodeRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { ServiceError } from './errors.js';
+import { KeyedMutex } from './keyed-mutex.js';
 import { ListCache, type CachedList } from './list-cache.js';
 
 /** A node espm created, as the API answers it. */
@@ -56,31 +56,6 @@ export function classifierProblem(err: unknown, doing: string): ServiceError {
     return new ServiceError('backend_failed', `${doing}: ${err.message}${output}`);
   }
   return new ServiceError('backend_failed', `${doing}: ${(err as Error).message}`);
-}
-
-/** Per-key mutual exclusion: one operation per name at a time. */
-export class KeyedMutex {
-  private readonly mutexes = new Map<string, { mutex: Mutex; users: number }>();
-
-  /**
-   * Runs `task` while holding the lock of `key`.
-   *
-   * @returns what `task` returns
-   */
-  async run<T>(key: string, task: () => Promise<T>): Promise<T> {
-    let slot = this.mutexes.get(key);
-    if (slot === undefined) {
-      slot = { mutex: new Mutex(), users: 0 };
-      this.mutexes.set(key, slot);
-    }
-    slot.users += 1;
-    try {
-      return await slot.mutex.runExclusive(task);
-    } finally {
-      slot.users -= 1;
-      if (slot.users === 0) this.mutexes.delete(key);
-    }
-  }
 }
 
 /** The classification service. */

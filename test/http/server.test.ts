@@ -68,6 +68,7 @@ describe('espm over HTTPS', () => {
       uptime_s: expect.any(Number),
       classifier: { backend: 'dashboard-rake' },
       ca: { backend: 'puppet-cert' },
+      ledger: { nodes: { present: 0, uncertain: 0 }, certificates: { present: 0, uncertain: 0 } },
     });
   });
 
@@ -96,7 +97,7 @@ describe('espm over HTTPS', () => {
     }
   });
 
-  it('throttles an address after 10 failed authentications in a minute: 429 + Retry-After, even with the right PSK', async () => {
+  it('throttles an address after 10 failed authentications in a minute: 429 + Retry-After, then even with the right PSK', async () => {
     const cert = espm.setup.plan.certificate;
     for (let i = 0; i < 5; i += 1) {
       expect((await api().get('/v1/status').ca(cert).set('Authorization', espm.authorization)).status).toBe(200);
@@ -112,6 +113,14 @@ describe('espm over HTTPS', () => {
     const good = await api().get('/v1/status').ca(cert).set('Authorization', espm.authorization);
     expect(good.status).toBe(429);
     expect((await api().get('/healthz').ca(cert)).status).toBe(200);
+  });
+
+  it('never throttles authenticated requests, however many run at once', async () => {
+    const cert = espm.setup.plan.certificate;
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, () => api().get('/v1/status').ca(cert).set('Authorization', espm.authorization)),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array(50).fill(200));
   });
 
   it('unknown routes → 404 problem+json; malformed JSON → 400; bodies over 64 KiB → 413', async () => {

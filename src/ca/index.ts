@@ -1,0 +1,27 @@
+/**
+ * Builds the CA adapter `[ca] backend` names.
+ *
+ * @packageDocumentation
+ */
+import type { Config } from '../config.js';
+import type { CommandRunner } from '../exec/command.js';
+import type { Logger } from '../logger.js';
+import type { CertificateAuthority } from './authority.js';
+import { PuppetCertAuthority } from './puppet-cert.js';
+import { PuppetserverCaAuthority } from './puppetserver-ca.js';
+
+/**
+ * The configured CA.
+ *
+ * @param config - `[ca]`
+ * @param runner - runs the backend's commands
+ * @param logger - the daemon's logger
+ */
+export function createCertificateAuthority(config: Config['ca'], runner: CommandRunner, logger?: Logger): CertificateAuthority {
+  switch (config.backend) {
+    case 'puppet-cert':
+      return new PuppetCertAuthority(config, runner, logger);
+    case 'puppetserver-ca':
+      return new PuppetserverCaAuthority(config, runner, logger);
+  }
+}

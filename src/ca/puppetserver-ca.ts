@@ -1,0 +1,138 @@
+/**
+ * CertificateAuthority adapter for `puppetserver ca`, Puppet ≥ 6.
+ *
+ * Source: puppetlabs/puppetserver-ca-cli 2.4.0 `lib/puppetserver/ca/action/{generate,clean,list}.rb`
+ * and runs against a real puppetserver 7.9.5, as summarised in `shared/reference/puppet-ca.md`:
+ * - `puppetserver ca generate --certname NAME [--subject-alt-names a,b] --config <puppet.conf>`
+ *   needs the server running; it writes the key and certificate into the SERVER's ssldir
+ *   (`private_keys/`, `public_keys/`, `certs/`); exit 0 is success even though stderr then
+ *   shows `Error:` / `Signed certificate NAME could not be found on the CA`;
+ * - exit 1 with `Existing file at '…'` or `already has a signed certificate` → exists;
+ * - `clean` revokes and removes the CA's copy only: the `certs/`, `private_keys/`,
+ *   `public_keys/` copies survive and block a later generate, so espm removes them;
+ * - `list --certname NAME --format json` gives the CA's view with SHA-256 fingerprints.
+ *
+ * @packageDocumentation
+ */
+import { rm } from 'node:fs/promises';
+import type { Config } from '../config.js';
+import type { CommandRunner } from '../exec/command.js';
+import type { Logger } from '../logger.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from './authority.js';
+import { collectIssued, nodeFiles, parseConfigPrint, runCaCommand, type CaOutput } from './ssldir.js';
+
+/** Messages of `puppetserver ca` (puppetserver-ca-cli 2.x). */
+export const PUPPETSERVER_CA_MESSAGES = {
+  /** generate on a name whose files or certificate exist. */
+  exists: /Existing file at|already has a signed certificate|already has a requested certificate/,
+  /** clean/revoke success. */
+  revoked: /Certificate for .* has been revoked/,
+  /** clean of a name the CA does not know. */
+  unknown: /Could not find files to clean for |Could not find certificate for /,
+} as const;
+
+/** One certificate of `puppetserver ca list --format json`. */
+interface ListedCertificate {
+  name: string;
+  fingerprints?: { SHA256?: string };
+}
+
+/** The puppetserver-ca adapter. */
+export class PuppetserverCaAuthority implements CertificateAuthority {
+  readonly backend = 'puppetserver-ca';
+  private ssldir: Promise<string> | undefined;
+
+  /**
+   * @param config - `[ca]`: puppetserver, puppet, config, ssldir, timeout, keep_private_keys
+   * @param runner - runs puppetserver / puppet (src/exec)
+   * @param logger - outcomes at debug level; never keys
+   */
+  constructor(
+    private readonly config: Config['ca'],
+    private readonly runner: CommandRunner,
+    private readonly logger?: Logger,
+  ) {}
+
+  private ca(args: string[], what: string): Promise<CaOutput> {
+    return runCaCommand(
+      this.runner,
+      { file: this.config.puppetserver, args: ['ca', ...args, '--config', this.config.config], timeoutMs: this.config.timeoutMs },
+      what,
+    );
+  }
+
+  /**
+   * The server's ssldir: `[ca] ssldir`, else `puppet config print ssldir --section server`.
+   * Asked once.
+   *
+   * @throws {@link CaError}
+   */
+  resolveSsldir(): Promise<string> {
+    if (this.config.ssldir !== undefined) return Promise.resolve(this.config.ssldir);
+    if (this.ssldir === undefined) {
+      this.ssldir = (async () => {
+        const out = await runCaCommand(
+          this.runner,
+          {
+            file: this.config.puppet,
+            args: ['config', 'print', 'ssldir', '--section', 'server', '--config', this.config.config],
+            timeoutMs: this.config.timeoutMs,
+          },
+          'puppet config print ssldir',
+        );
+        const ssldir = parseConfigPrint(out.stdout, 'ssldir');
+        if (out.exitCode !== 0 || ssldir === undefined) {
+          throw new CaError('failed', "cannot find the server's ssldir with puppet config print ssldir; set [ca] ssldir", out.text);
+        }
+        return ssldir;
+      })();
+      this.ssldir.catch(() => {
+        this.ssldir = undefined;
+      });
+    }
+    return this.ssldir;
+  }
+
+  async issue(certname: string, dnsAltNames: readonly string[]): Promise<IssuedCertificate> {
+    const ssldir = await this.resolveSsldir();
+    const args = ['generate', '--certname', certname];
+    if (dnsAltNames.length > 0) args.push('--subject-alt-names', dnsAltNames.join(','));
+    const out = await this.ca(args, `puppetserver ca generate ${certname}`);
+    if (out.exitCode !== 0) {
+      if (PUPPETSERVER_CA_MESSAGES.exists.test(out.text)) throw new CertificateExistsError(out.text);
+      throw new CaError('failed', `puppetserver ca generate ${certname} exited ${out.exitCode}`, out.text);
+    }
+    this.logger?.debug({ certname }, 'puppetserver ca generate succeeded');
+    return collectIssued(ssldir, certname, this.config.keepPrivateKeys);
+  }
+
+  async revoke(certname: string): Promise<'revoked' | 'absent'> {
+    const ssldir = await this.resolveSsldir();
+    const out = await this.ca(['clean', '--certname', certname], `puppetserver ca clean ${certname}`);
+    let outcome: 'revoked' | 'absent';
+    if (out.exitCode === 0 && PUPPETSERVER_CA_MESSAGES.revoked.test(out.text)) outcome = 'revoked';
+    else if (PUPPETSERVER_CA_MESSAGES.unknown.test(out.text)) outcome = 'absent';
+    else throw new CaError('failed', `puppetserver ca clean ${certname} exited ${out.exitCode}`, out.text);
+    // clean leaves the copies generate wrote into the server's ssldir; they would block a
+    // later generate of the same name.
+    const files = nodeFiles(ssldir, certname);
+    await Promise.all([files.certificate, files.privateKey, files.publicKey].map((path) => rm(path, { force: true })));
+    return outcome;
+  }
+
+  async currentFingerprint(certname: string): Promise<string | undefined> {
+    const out = await this.ca(['list', '--certname', certname, '--format', 'json'], `puppetserver ca list ${certname}`);
+    const json = out.stdout.split('\n').find((line) => line.trimStart().startsWith('{'));
+    if (json === undefined) {
+      if (out.exitCode === 0) return undefined;
+      throw new CaError('failed', `puppetserver ca list ${certname} exited ${out.exitCode}`, out.text);
+    }
+    let listed: { signed?: ListedCertificate[] };
+    try {
+      listed = JSON.parse(json) as { signed?: ListedCertificate[] };
+    } catch {
+      throw new CaError('failed', `puppetserver ca list ${certname} printed unreadable JSON`, out.text);
+    }
+    return listed.signed?.find((c) => c.name === certname)?.fingerprints?.SHA256;
+  }
+}

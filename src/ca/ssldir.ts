@@ -1,0 +1,109 @@
+/**
+ * What both CLI CA adapters share: running the tool (errors mapped to {@link CaError}),
+ * colour stripping, and the files a generate leaves in the master's ssldir
+ * (`certs/NAME.pem`, `private_keys/NAME.pem`, `public_keys/NAME.pem`, `certs/ca.pem`).
+ * Source: `shared/reference/puppet-ca.md` (ssldir layout of Puppet 2.7–8).
+ *
+ * @packageDocumentation
+ */
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  CommandStartError,
+  CommandTimeoutError,
+  type CommandResult,
+  type CommandRunner,
+  type CommandSpec,
+} from '../exec/command.js';
+import { CaError, type IssuedCertificate } from './authority.js';
+
+/** ANSI SGR sequences (`\e[0;36m`), which Puppet 2.7 prints unless `--color false`. */
+const ANSI_SGR = /\u001b\[[0-9;]*m/g;
+
+/** Removes ANSI colour from a tool's output. */
+export function stripAnsi(text: string): string {
+  return text.replace(ANSI_SGR, '');
+}
+
+/** A CA tool's output: exit status, colour-free stdout and stderr, and both joined, trimmed. */
+export interface CaOutput {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** stdout then stderr, colour removed, trimmed: for messages and problem details. */
+  text: string;
+}
+
+/**
+ * Runs a CA command.
+ *
+ * @param runner - src/exec runner
+ * @param spec - the command
+ * @param what - what it does, for messages (`puppet cert generate web01`)
+ * @throws {@link CaError} `timeout` or `unavailable`
+ */
+export async function runCaCommand(runner: CommandRunner, spec: CommandSpec, what: string): Promise<CaOutput> {
+  let result: CommandResult;
+  try {
+    result = await runner.run(spec);
+  } catch (err) {
+    if (err instanceof CommandTimeoutError) {
+      throw new CaError('timeout', `${what} did not finish within ${spec.timeoutMs / 1000} s and was killed`, stripAnsi(`${err.stdout}\n${err.stderr}`).trim());
+    }
+    if (err instanceof CommandStartError) throw new CaError('unavailable', `cannot run ${what}: ${err.message}`);
+    throw err;
+  }
+  const stdout = stripAnsi(result.stdout);
+  const stderr = stripAnsi(result.stderr);
+  return { exitCode: result.exitCode, stdout, stderr, text: `${stdout}\n${stderr}`.trim() };
+}
+
+/** Paths of a node's files in an ssldir. */
+export function nodeFiles(ssldir: string, certname: string): { certificate: string; privateKey: string; publicKey: string; caCertificate: string } {
+  return {
+    certificate: join(ssldir, 'certs', `${certname}.pem`),
+    privateKey: join(ssldir, 'private_keys', `${certname}.pem`),
+    publicKey: join(ssldir, 'public_keys', `${certname}.pem`),
+    caCertificate: join(ssldir, 'certs', 'ca.pem'),
+  };
+}
+
+/**
+ * Reads what a generate left in the ssldir, then removes the node's private key unless
+ * `keepPrivateKey` (the master never needs it).
+ *
+ * @throws {@link CaError} `failed` when a file is missing or unreadable
+ */
+export async function collectIssued(ssldir: string, certname: string, keepPrivateKey: boolean): Promise<IssuedCertificate> {
+  const files = nodeFiles(ssldir, certname);
+  const read = async (path: string): Promise<string> => {
+    try {
+      return await readFile(path, 'utf8');
+    } catch (err) {
+      throw new CaError('failed', `the CA reported success but ${path} cannot be read: ${(err as Error).message}`);
+    }
+  };
+  const issued = {
+    certname,
+    certificate: await read(files.certificate),
+    privateKey: await read(files.privateKey),
+    caCertificate: await read(files.caCertificate),
+  };
+  if (!keepPrivateKey) await rm(files.privateKey, { force: true });
+  return issued;
+}
+
+/**
+ * Parses `key = value` lines of `puppet config print a b` (or a single bare value).
+ *
+ * @param stdout - puppet's output
+ * @param key - the setting wanted
+ */
+export function parseConfigPrint(stdout: string, key: string): string | undefined {
+  const lines = stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  for (const line of lines) {
+    const match = /^(\w+) = (.*)$/.exec(line);
+    if (match?.[1] === key) return match[2];
+  }
+  return lines.length === 1 && lines[0]!.startsWith('/') ? lines[0] : undefined;
+}

@@ -1,0 +1,189 @@
+/**
+ * The rules of certificates: issue a node's certificate and record it as espm's; revoke only
+ * a certificate espm issued — and only while the CA still holds that very certificate
+ * (same SHA-256 fingerprint). CA operations run one at a time across the daemon.
+ *
+ * @packageDocumentation
+ */
+import { Mutex } from 'async-mutex';
+import { CaError, CertificateExistsError, type CertificateAuthority } from '../ca/authority.js';
+import { certificateInfo, normaliseFingerprint } from '../ca/certificate-info.js';
+import type { Logger } from '../logger.js';
+import type { CertificateRequest } from '../names.js';
+import type { Ledger } from '../ownership/ledger.js';
+import { ServiceError } from './errors.js';
+import { KeyedMutex } from './keyed-mutex.js';
+
+/** What `POST /v1/certificates` answers: PEM strings and metadata. */
+export interface IssuedCertificateBody {
+  certname: string;
+  certificate: string;
+  /** Secret: the node's private key. Never logged, never stored by espm. */
+  private_key: string;
+  ca_certificate: string;
+  fingerprint_sha256: string;
+  /** ISO-8601. */
+  not_after: string;
+}
+
+/** What `GET /v1/certificates/{certname}` answers: metadata of an owned certificate, never the key. */
+export interface OwnedCertificate {
+  certname: string;
+  fingerprint_sha256: string;
+  not_after: string;
+  serial: string;
+  dns_alt_names: string[];
+  /** When espm issued it (ISO-8601). */
+  created_at: string;
+}
+
+/**
+ * Maps a CA failure to the contract: timeout → 504 `backend_timeout`; anything else → 502
+ * `backend_failed`, the tool's words in the detail.
+ */
+export function caProblem(err: unknown, doing: string): ServiceError {
+  if (err instanceof CaError) {
+    const output = err.output === '' ? '' : `: ${err.output}`;
+    return new ServiceError(err.failure === 'timeout' ? 'backend_timeout' : 'backend_failed', `${doing}: ${err.message}${output}`);
+  }
+  return new ServiceError('backend_failed', `${doing}: ${(err as Error).message}`);
+}
+
+/** The certificate service. */
+export class CertificateService {
+  /** One CA operation at a time, across the daemon. */
+  private readonly caMutex = new Mutex();
+  private readonly perName = new KeyedMutex();
+
+  /**
+   * @param ca - the CA adapter
+   * @param ledger - the ownership ledger (shared with the node service)
+   * @param logger - outcomes (names and fingerprints only)
+   */
+  constructor(
+    private readonly ca: CertificateAuthority,
+    private readonly ledger: Ledger,
+    private readonly logger?: Logger,
+  ) {}
+
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    return this.caMutex.runExclusive(task);
+  }
+
+  /**
+   * Issues a certificate and records it as espm's.
+   *
+   * @throws {@link ServiceError} `certificate_exists` (409: espm's, or the CA has the name),
+   *   `backend_failed` (502), `backend_timeout` (504; the name is then uncertain)
+   */
+  async issue(request: CertificateRequest): Promise<IssuedCertificateBody> {
+    const { certname } = request;
+    return this.perName.run(certname, async () => {
+      if (this.ledger.get('certificate', certname) !== undefined) {
+        throw new ServiceError('certificate_exists', `a certificate for ${certname} exists (issued by espm)`);
+      }
+      await this.ledger.begin('certificate', certname, { dns_alt_names: request.dns_alt_names });
+      let issued;
+      try {
+        issued = await this.exclusive(() => this.ca.issue(certname, request.dns_alt_names));
+      } catch (err) {
+        if (err instanceof CertificateExistsError) {
+          await this.ledger.remove('certificate', certname);
+          throw new ServiceError('certificate_exists', `the CA already has a certificate for ${certname}: ${err.output}`);
+        }
+        if (err instanceof CaError && err.failure === 'timeout') {
+          await this.ledger.markUncertain('certificate', certname);
+          this.logger?.warn({ certname }, 'certificate generation timed out: ownership uncertain');
+        } else {
+          await this.ledger.remove('certificate', certname);
+        }
+        throw caProblem(err, `issuing a certificate for ${certname}`);
+      }
+      const info = certificateInfo(issued.certificate);
+      await this.ledger.commit('certificate', certname, {
+        fingerprint_sha256: info.fingerprint_sha256,
+        not_after: info.not_after,
+        serial: info.serial,
+        dns_alt_names: info.dns_alt_names.filter((n) => n !== certname),
+      });
+      this.logger?.info({ certname, fingerprint_sha256: info.fingerprint_sha256, serial: info.serial }, 'certificate issued');
+      return {
+        certname,
+        certificate: issued.certificate,
+        private_key: issued.privateKey,
+        ca_certificate: issued.caCertificate,
+        fingerprint_sha256: info.fingerprint_sha256,
+        not_after: info.not_after,
+      };
+    });
+  }
+
+  /**
+   * Metadata of a certificate espm issued.
+   *
+   * @throws {@link ServiceError} `certificate_not_found` for any certificate espm did not issue
+   */
+  get(certname: string): OwnedCertificate {
+    const entry = this.ledger.get('certificate', certname);
+    if (entry?.state !== 'present') {
+      throw new ServiceError('certificate_not_found', `espm has no certificate for ${certname}`);
+    }
+    const d = entry.details as { fingerprint_sha256: string; not_after: string; serial: string; dns_alt_names?: string[] };
+    return {
+      certname,
+      fingerprint_sha256: d.fingerprint_sha256,
+      not_after: d.not_after,
+      serial: d.serial,
+      dns_alt_names: d.dns_alt_names ?? [],
+      created_at: entry.created_at,
+    };
+  }
+
+  /**
+   * Revokes and cleans a certificate espm issued. A certificate already gone from the CA is
+   * forgotten. One the CA holds under that name but with another fingerprint is not espm's
+   * (re-issued by someone else): it is left alone, 409.
+   *
+   * @throws {@link ServiceError} `certificate_not_found`, `ownership_uncertain` (409),
+   *   `backend_failed`/`backend_timeout` (the entry stays: revoking again is safe)
+   */
+  async revoke(certname: string): Promise<void> {
+    await this.perName.run(certname, async () => {
+      const entry = this.ledger.get('certificate', certname);
+      if (entry === undefined || entry.state === 'pending') {
+        throw new ServiceError('certificate_not_found', `espm has no certificate for ${certname}`);
+      }
+      if (entry.state === 'uncertain') {
+        throw new ServiceError(
+          'ownership_uncertain',
+          `espm cannot tell whether it issued the certificate for ${certname} (an issue was interrupted); ` +
+            'an operator must resolve it with `espm ledger adopt certificate NAME` or `espm ledger forget certificate NAME`',
+        );
+      }
+      const recorded = String(entry.details['fingerprint_sha256'] ?? '');
+      const outcome = await this.exclusive(async () => {
+        let current: string | undefined;
+        try {
+          current = await this.ca.currentFingerprint(certname);
+        } catch (err) {
+          throw caProblem(err, `checking the CA's certificate for ${certname}`);
+        }
+        if (current === undefined) return 'absent' as const;
+        if (normaliseFingerprint(current) !== normaliseFingerprint(recorded)) {
+          throw new ServiceError(
+            'ownership_uncertain',
+            `the CA's certificate for ${certname} (SHA-256 ${current}) is not the one espm issued (${recorded}); ` +
+              'espm leaves it alone. If espm\'s certificate is gone, `espm ledger forget certificate NAME`',
+          );
+        }
+        try {
+          return await this.ca.revoke(certname);
+        } catch (err) {
+          throw caProblem(err, `revoking the certificate for ${certname}`);
+        }
+      });
+      await this.ledger.remove('certificate', certname);
+      this.logger?.info({ certname, outcome }, outcome === 'revoked' ? 'certificate revoked' : 'certificate was already gone; forgotten');
+    });
+  }
+}
