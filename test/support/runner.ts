@@ -3,14 +3,21 @@
  */
 import { ExecaCommandRunner, type CommandResult, type CommandRunner, type CommandSpec } from '../../src/exec/command.js';
 
-/** Wraps the real runner, recording every command. */
+/** Wraps the real runner, recording every command and when it ran. */
 export class CountingRunner implements CommandRunner {
   readonly calls: CommandSpec[] = [];
+  /** [start, end] ms of every finished command, with its binary. */
+  readonly intervals: Array<{ file: string; args: readonly string[]; start: number; end: number }> = [];
   private readonly real = new ExecaCommandRunner();
 
   async run(spec: CommandSpec): Promise<CommandResult> {
     this.calls.push(spec);
-    return this.real.run(spec);
+    const start = Date.now();
+    try {
+      return await this.real.run(spec);
+    } finally {
+      this.intervals.push({ file: spec.file, args: spec.args, start, end: Date.now() });
+    }
   }
 
   /** Number of commands run so far. */
