@@ -5,6 +5,7 @@
  *
  * @packageDocumentation
  */
+import { BackendError } from '../backend.js';
 
 /** A certificate just issued for a node, PEM strings. */
 export interface IssuedCertificate {
@@ -17,30 +18,9 @@ export interface IssuedCertificate {
   caCertificate: string;
 }
 
-/** The ways a CA call can fail. */
-export type CaFailure =
-  /** the tool ran and reported an error, or left no certificate behind */
-  | 'failed'
-  /** the tool was killed at its timeout: the outcome is unknown */
-  | 'timeout'
-  /** the tool could not be started (binary missing) */
-  | 'unavailable';
-
-/** A CA call failed; `output` carries the tool's own words for the problem detail. */
-export class CaError extends Error {
+/** A CA call failed (see {@link BackendError}: `failed`, `timeout`, `unavailable`). */
+export class CaError extends BackendError {
   override readonly name = 'CaError';
-  /**
-   * @param failure - which way it failed
-   * @param message - what espm tried and what happened
-   * @param output - the tool's output (ANSI colour removed, trimmed), if any
-   */
-  constructor(
-    readonly failure: CaFailure,
-    message: string,
-    readonly output = '',
-  ) {
-    super(message);
-  }
 }
 
 /** `issue`: the CA already has a certificate (or its files, or a request) for that name. */

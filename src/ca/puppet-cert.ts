@@ -21,7 +21,7 @@ import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from './authority.js';
 import { certificateInfo } from './certificate-info.js';
-import { collectIssued, nodeFiles, parseConfigPrint, runCaCommand, type CaOutput } from './ssldir.js';
+import { collectIssued, nodeFiles, runCaCommand, ssldirLookup, type CaOutput } from './ssldir.js';
 
 /** Messages of `puppet cert` (2.7.12–5.x). */
 export const PUPPET_CERT_MESSAGES = {
@@ -50,7 +50,6 @@ async function exists(path: string): Promise<boolean> {
 /** The puppet-cert adapter. */
 export class PuppetCertAuthority implements CertificateAuthority {
   readonly backend = 'puppet-cert';
-  private ssldir: Promise<string> | undefined;
 
   /**
    * @param config - `[ca]`: puppet, config, ssldir, timeout, keep_private_keys
@@ -61,7 +60,9 @@ export class PuppetCertAuthority implements CertificateAuthority {
     private readonly config: Config['ca'],
     private readonly runner: CommandRunner,
     private readonly logger?: Logger,
-  ) {}
+  ) {
+    this.resolveSsldir = ssldirLookup(config, runner, ['master', '--configprint', 'ssldir']);
+  }
 
   private puppet(args: string[], what: string): Promise<CaOutput> {
     return runCaCommand(
@@ -71,29 +72,8 @@ export class PuppetCertAuthority implements CertificateAuthority {
     );
   }
 
-  /**
-   * The master's ssldir: `[ca] ssldir`, else `puppet master --configprint ssldir` (works on
-   * 2.7–5.x; `puppet cert --configprint` without an action prints help on 2.7.10+). Asked once.
-   *
-   * @throws {@link CaError}
-   */
-  resolveSsldir(): Promise<string> {
-    if (this.config.ssldir !== undefined) return Promise.resolve(this.config.ssldir);
-    if (this.ssldir === undefined) {
-      this.ssldir = (async () => {
-        const out = await this.puppet(['master', '--configprint', 'ssldir'], 'puppet master --configprint ssldir');
-        const ssldir = parseConfigPrint(out.stdout, 'ssldir');
-        if (out.exitCode !== 0 || ssldir === undefined) {
-          throw new CaError('failed', 'cannot find the master\'s ssldir with puppet master --configprint ssldir; set [ca] ssldir', out.text);
-        }
-        return ssldir;
-      })();
-      this.ssldir.catch(() => {
-        this.ssldir = undefined;
-      });
-    }
-    return this.ssldir;
-  }
+  /** The master's ssldir: `[ca] ssldir`, else asked once with `puppet master --configprint ssldir` (works on 2.7–5.x; `puppet cert --configprint` without an action prints help on 2.7.10+). */
+  readonly resolveSsldir: () => Promise<string>;
 
   async issue(certname: string, dnsAltNames: readonly string[]): Promise<IssuedCertificate> {
     const ssldir = await this.resolveSsldir();

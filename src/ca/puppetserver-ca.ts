@@ -19,7 +19,7 @@ import type { Config } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from './authority.js';
-import { collectIssued, nodeFiles, parseConfigPrint, runCaCommand, type CaOutput } from './ssldir.js';
+import { collectIssued, nodeFiles, runCaCommand, ssldirLookup, type CaOutput } from './ssldir.js';
 
 /** Messages of `puppetserver ca` (puppetserver-ca-cli 2.x). */
 export const PUPPETSERVER_CA_MESSAGES = {
@@ -40,7 +40,6 @@ interface ListedCertificate {
 /** The puppetserver-ca adapter. */
 export class PuppetserverCaAuthority implements CertificateAuthority {
   readonly backend = 'puppetserver-ca';
-  private ssldir: Promise<string> | undefined;
 
   /**
    * @param config - `[ca]`: puppetserver, puppet, config, ssldir, timeout, keep_private_keys
@@ -51,7 +50,9 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
     private readonly config: Config['ca'],
     private readonly runner: CommandRunner,
     private readonly logger?: Logger,
-  ) {}
+  ) {
+    this.resolveSsldir = ssldirLookup(config, runner, ['config', 'print', 'ssldir', '--section', 'server']);
+  }
 
   private ca(args: string[], what: string): Promise<CaOutput> {
     return runCaCommand(
@@ -61,37 +62,8 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
     );
   }
 
-  /**
-   * The server's ssldir: `[ca] ssldir`, else `puppet config print ssldir --section server`.
-   * Asked once.
-   *
-   * @throws {@link CaError}
-   */
-  resolveSsldir(): Promise<string> {
-    if (this.config.ssldir !== undefined) return Promise.resolve(this.config.ssldir);
-    if (this.ssldir === undefined) {
-      this.ssldir = (async () => {
-        const out = await runCaCommand(
-          this.runner,
-          {
-            file: this.config.puppet,
-            args: ['config', 'print', 'ssldir', '--section', 'server', '--config', this.config.config],
-            timeoutMs: this.config.timeoutMs,
-          },
-          'puppet config print ssldir',
-        );
-        const ssldir = parseConfigPrint(out.stdout, 'ssldir');
-        if (out.exitCode !== 0 || ssldir === undefined) {
-          throw new CaError('failed', "cannot find the server's ssldir with puppet config print ssldir; set [ca] ssldir", out.text);
-        }
-        return ssldir;
-      })();
-      this.ssldir.catch(() => {
-        this.ssldir = undefined;
-      });
-    }
-    return this.ssldir;
-  }
+  /** The master's ssldir: `[ca] ssldir`, else asked once with `puppet config print ssldir --section server`. */
+  readonly resolveSsldir: () => Promise<string>;
 
   async issue(certname: string, dnsAltNames: readonly string[]): Promise<IssuedCertificate> {
     const ssldir = await this.resolveSsldir();

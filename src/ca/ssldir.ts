@@ -8,13 +8,9 @@
  */
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  CommandStartError,
-  CommandTimeoutError,
-  type CommandResult,
-  type CommandRunner,
-  type CommandSpec,
-} from '../exec/command.js';
+import { onceUntilFailure, runBackendCommand } from '../backend.js';
+import type { Config } from '../config.js';
+import type { CommandRunner, CommandSpec } from '../exec/command.js';
 import { CaError, type IssuedCertificate } from './authority.js';
 
 /** ANSI SGR sequences (`\e[0;36m`), which Puppet 2.7 prints unless `--color false`. */
@@ -43,16 +39,12 @@ export interface CaOutput {
  * @throws {@link CaError} `timeout` or `unavailable`
  */
 export async function runCaCommand(runner: CommandRunner, spec: CommandSpec, what: string): Promise<CaOutput> {
-  let result: CommandResult;
-  try {
-    result = await runner.run(spec);
-  } catch (err) {
-    if (err instanceof CommandTimeoutError) {
-      throw new CaError('timeout', `${what} did not finish within ${spec.timeoutMs / 1000} s and was killed`, stripAnsi(`${err.stdout}\n${err.stderr}`).trim());
-    }
-    if (err instanceof CommandStartError) throw new CaError('unavailable', `cannot run ${what}: ${err.message}`);
-    throw err;
-  }
+  const result = await runBackendCommand(
+    runner,
+    spec,
+    what,
+    (failure, message, output) => new CaError(failure, message, stripAnsi(output ?? '')),
+  );
   const stdout = stripAnsi(result.stdout);
   const stderr = stripAnsi(result.stderr);
   return { exitCode: result.exitCode, stdout, stderr, text: `${stdout}\n${stderr}`.trim() };
@@ -106,4 +98,30 @@ export function parseConfigPrint(stdout: string, key: string): string | undefine
     if (match?.[1] === key) return match[2];
   }
   return lines.length === 1 && lines[0]!.startsWith('/') ? lines[0] : undefined;
+}
+
+/**
+ * The master's ssldir: `[ca] ssldir` when set, else what puppet prints for `args` (asked
+ * once; a failed look-up is retried on the next call).
+ *
+ * @param config - `[ca]`: ssldir, puppet, config, timeout
+ * @param runner - src/exec runner
+ * @param args - puppet's arguments printing the ssldir (without `--config`), e.g.
+ *   `['master', '--configprint', 'ssldir']` (2.7–5.x) or
+ *   `['config', 'print', 'ssldir', '--section', 'server']` (6+)
+ * @returns a function giving the ssldir
+ * @throws {@link CaError} (from the returned function) when puppet cannot tell
+ */
+export function ssldirLookup(config: Config['ca'], runner: CommandRunner, args: readonly string[]): () => Promise<string> {
+  const configured = config.ssldir;
+  if (configured !== undefined) return () => Promise.resolve(configured);
+  const what = `puppet ${args.join(' ')}`;
+  return onceUntilFailure(async () => {
+    const out = await runCaCommand(runner, { file: config.puppet, args: [...args, '--config', config.config], timeoutMs: config.timeoutMs }, what);
+    const ssldir = parseConfigPrint(out.stdout, 'ssldir');
+    if (out.exitCode !== 0 || ssldir === undefined) {
+      throw new CaError('failed', `cannot find the master's ssldir with ${what}; set [ca] ssldir`, out.text);
+    }
+    return ssldir;
+  });
 }

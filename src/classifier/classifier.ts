@@ -4,6 +4,7 @@
  *
  * @packageDocumentation
  */
+import { BackendError } from '../backend.js';
 
 /** A node as espm asks the console to create it. */
 export interface ClassifiedNode {
@@ -28,30 +29,9 @@ export interface ClassifierCapabilities {
   description: string;
 }
 
-/** The ways a classifier call can fail. */
-export type ClassifierFailure =
-  /** the tool ran and reported an error, or answered something unexpected */
-  | 'failed'
-  /** the tool was killed at its timeout: the outcome is unknown */
-  | 'timeout'
-  /** the tool could not be started (binary or directory missing) */
-  | 'unavailable';
-
-/** A classifier call failed; `output` carries the tool's own words for the problem detail. */
-export class ClassifierError extends Error {
+/** A classifier call failed (see {@link BackendError}: `failed`, `timeout`, `unavailable`). */
+export class ClassifierError extends BackendError {
   override readonly name = 'ClassifierError';
-  /**
-   * @param failure - which way it failed
-   * @param message - what espm tried and what happened
-   * @param output - the tool's stdout+stderr (trimmed), if any
-   */
-  constructor(
-    readonly failure: ClassifierFailure,
-    message: string,
-    readonly output = '',
-  ) {
-    super(message);
-  }
 }
 
 /** `addNode`: the console already has a node of that name (owned or not). */

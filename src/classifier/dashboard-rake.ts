@@ -16,12 +16,8 @@
  * @packageDocumentation
  */
 import type { Config } from '../config.js';
-import {
-  CommandStartError,
-  CommandTimeoutError,
-  type CommandResult,
-  type CommandRunner,
-} from '../exec/command.js';
+import { onceUntilFailure, runBackendCommand } from '../backend.js';
+import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import {
   ClassifierError,
@@ -117,7 +113,6 @@ export function encodeParameters(parameters: Readonly<Record<string, string>>, e
 /** The dashboard-rake adapter. One instance per daemon: it detects the task set once. */
 export class DashboardRakeClassifier implements Classifier {
   readonly backend = 'dashboard-rake';
-  private tasks: Promise<ConsoleTasks> | undefined;
 
   /**
    * @param config - `[classifier]`: rake, rakefile, rails_env, cwd, timeout
@@ -140,28 +135,12 @@ export class DashboardRakeClassifier implements Classifier {
   async rake(task: string, args: Readonly<Record<string, string>> = {}): Promise<RakeOutput> {
     const argv = ['-s', '-f', this.config.rakefile, `RAILS_ENV=${this.config.railsEnv}`, task];
     for (const [key, value] of Object.entries(args)) argv.push(`${key}=${value}`);
-    let result: CommandResult;
-    try {
-      result = await this.runner.run({
-        file: this.config.rake,
-        args: argv,
-        cwd: this.config.cwd,
-        timeoutMs: this.config.timeoutMs,
-        env: { RAILS_ENV: this.config.railsEnv },
-      });
-    } catch (err) {
-      if (err instanceof CommandTimeoutError) {
-        throw new ClassifierError(
-          'timeout',
-          `rake ${task} did not finish within ${this.config.timeoutMs / 1000} s and was killed`,
-          consoleOutput({ exitCode: -1, stdout: err.stdout, stderr: err.stderr }),
-        );
-      }
-      if (err instanceof CommandStartError) {
-        throw new ClassifierError('unavailable', `cannot run the console's rake: ${err.message}`);
-      }
-      throw err;
-    }
+    const result = await runBackendCommand(
+      this.runner,
+      { file: this.config.rake, args: argv, cwd: this.config.cwd, timeoutMs: this.config.timeoutMs, env: { RAILS_ENV: this.config.railsEnv } },
+      `the console's rake ${task}`,
+      (failure, message, output) => new ClassifierError(failure, message, consoleOutput({ exitCode: -1, stdout: output ?? '', stderr: '' })),
+    );
     const drop = (text: string): string =>
       text
         .split('\n')
@@ -177,29 +156,21 @@ export class DashboardRakeClassifier implements Classifier {
    *
    * @throws {@link ClassifierError}
    */
-  async consoleTasks(): Promise<ConsoleTasks> {
-    if (this.tasks === undefined) {
-      this.tasks = (async () => {
-        const out = await this.rake('-T');
-        if (out.exitCode !== 0) {
-          throw new ClassifierError('failed', `rake -T exited ${out.exitCode}`, consoleOutput(out));
-        }
-        const names = parseTaskList(out.stdout);
-        if (!names.has('node:add') || !names.has('nodegroup:list')) {
-          throw new ClassifierError(
-            'failed',
-            `${this.config.rakefile} is not a PE console Rakefile: rake -T lists no node:add/nodegroup:list`,
-            consoleOutput(out),
-          );
-        }
-        return { names };
-      })();
-      this.tasks.catch(() => {
-        this.tasks = undefined;
-      });
+  readonly consoleTasks: () => Promise<ConsoleTasks> = onceUntilFailure(async () => {
+    const out = await this.rake('-T');
+    if (out.exitCode !== 0) {
+      throw new ClassifierError('failed', `rake -T exited ${out.exitCode}`, consoleOutput(out));
     }
-    return this.tasks;
-  }
+    const names = parseTaskList(out.stdout);
+    if (!names.has('node:add') || !names.has('nodegroup:list')) {
+      throw new ClassifierError(
+        'failed',
+        `${this.config.rakefile} is not a PE console Rakefile: rake -T lists no node:add/nodegroup:list`,
+        consoleOutput(out),
+      );
+    }
+    return { names };
+  });
 
   async capabilities(): Promise<ClassifierCapabilities> {
     const { names } = await this.consoleTasks();

@@ -11,7 +11,7 @@ import { certificateInfo, normaliseFingerprint } from '../ca/certificate-info.js
 import type { Logger } from '../logger.js';
 import type { CertificateRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
-import { ServiceError } from './errors.js';
+import { backendProblem, ServiceError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
 /** What `POST /v1/certificates` answers: PEM strings and metadata. */
@@ -35,18 +35,6 @@ export interface OwnedCertificate {
   dns_alt_names: string[];
   /** When espm issued it (ISO-8601). */
   created_at: string;
-}
-
-/**
- * Maps a CA failure to the contract: timeout → 504 `backend_timeout`; anything else → 502
- * `backend_failed`, the tool's words in the detail.
- */
-export function caProblem(err: unknown, doing: string): ServiceError {
-  if (err instanceof CaError) {
-    const output = err.output === '' ? '' : `: ${err.output}`;
-    return new ServiceError(err.failure === 'timeout' ? 'backend_timeout' : 'backend_failed', `${doing}: ${err.message}${output}`);
-  }
-  return new ServiceError('backend_failed', `${doing}: ${(err as Error).message}`);
 }
 
 /** The certificate service. */
@@ -97,7 +85,7 @@ export class CertificateService {
         } else {
           await this.ledger.remove('certificate', certname);
         }
-        throw caProblem(err, `issuing a certificate for ${certname}`);
+        throw backendProblem(err, `issuing a certificate for ${certname}`);
       }
       const info = certificateInfo(issued.certificate);
       await this.ledger.commit('certificate', certname, {
@@ -166,7 +154,7 @@ export class CertificateService {
         try {
           current = await this.ca.currentFingerprint(certname);
         } catch (err) {
-          throw caProblem(err, `checking the CA's certificate for ${certname}`);
+          throw backendProblem(err, `checking the CA's certificate for ${certname}`);
         }
         if (current === undefined) return 'absent' as const;
         if (normaliseFingerprint(current) !== normaliseFingerprint(recorded)) {
@@ -179,7 +167,7 @@ export class CertificateService {
         try {
           return await this.ca.revoke(certname);
         } catch (err) {
-          throw caProblem(err, `revoking the certificate for ${certname}`);
+          throw backendProblem(err, `revoking the certificate for ${certname}`);
         }
       });
       await this.ledger.remove('certificate', certname);

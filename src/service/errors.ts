@@ -4,6 +4,7 @@
  *
  * @packageDocumentation
  */
+import { BackendError } from '../backend.js';
 
 /** Problem codes the services raise (DESIGN.md, HTTP contract v1). */
 export type ServiceErrorCode =
@@ -34,4 +35,19 @@ export class ServiceError extends Error {
   ) {
     super(detail);
   }
+}
+
+/**
+ * Maps a backend failure to the contract: `timeout` → `backend_timeout` (504); anything else
+ * → `backend_failed` (502), the tool's words in the detail.
+ *
+ * @param err - what the adapter threw
+ * @param doing - what espm was doing, e.g. `creating node web01`
+ */
+export function backendProblem(err: unknown, doing: string): ServiceError {
+  if (err instanceof BackendError) {
+    const output = err.output === '' ? '' : `: ${err.output}`;
+    return new ServiceError(err.failure === 'timeout' ? 'backend_timeout' : 'backend_failed', `${doing}: ${err.message}${output}`);
+  }
+  return new ServiceError('backend_failed', `${doing}: ${(err as Error).message}`);
 }

@@ -19,7 +19,7 @@ import {
 import type { Logger } from '../logger.js';
 import type { NodeRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
-import { ServiceError } from './errors.js';
+import { backendProblem, ServiceError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { ListCache, type CachedList } from './list-cache.js';
 
@@ -40,22 +40,6 @@ export interface NodeServiceOptions {
   logger?: Logger;
   /** Clock, ms; default `Date.now`. */
   now?: () => number;
-}
-
-/**
- * Maps a classifier failure to the contract: timeout → 504 `backend_timeout`; anything
- * else → 502 `backend_failed`, the tool's words in the detail.
- *
- * @param err - what the classifier threw
- * @param doing - what espm was doing, e.g. `creating node web01`
- */
-export function classifierProblem(err: unknown, doing: string): ServiceError {
-  if (err instanceof ClassifierError) {
-    const output = err.output === '' ? '' : `: ${err.output}`;
-    if (err.failure === 'timeout') return new ServiceError('backend_timeout', `${doing}: ${err.message}${output}`);
-    return new ServiceError('backend_failed', `${doing}: ${err.message}${output}`);
-  }
-  return new ServiceError('backend_failed', `${doing}: ${(err as Error).message}`);
 }
 
 /** The classification service. */
@@ -88,7 +72,7 @@ export class NodeService {
     try {
       return await this.groups.get(refresh);
     } catch (err) {
-      throw classifierProblem(err, 'listing node groups');
+      throw backendProblem(err, 'listing node groups');
     }
   }
 
@@ -102,7 +86,7 @@ export class NodeService {
     try {
       return await this.classes.get(refresh);
     } catch (err) {
-      throw classifierProblem(err, 'listing classes');
+      throw backendProblem(err, 'listing classes');
     }
   }
 
@@ -150,7 +134,7 @@ export class NodeService {
         try {
           capabilities = await this.classifier.capabilities();
         } catch (err) {
-          throw classifierProblem(err, 'finding out which parameters the console can store');
+          throw backendProblem(err, 'finding out which parameters the console can store');
         }
         const refused = parameterEntries
           .map(([key, value]) => [key, capabilities.refuseParameterValue(value)] as const)
@@ -179,13 +163,13 @@ export class NodeService {
         } else {
           await this.ledger.remove('node', name);
         }
-        throw classifierProblem(err, `creating node ${name}`);
+        throw backendProblem(err, `creating node ${name}`);
       }
       if (parameterEntries.length > 0) {
         try {
           await this.classifier.setParameters(name, request.parameters);
         } catch (err) {
-          throw await this.rollBack(name, classifierProblem(err, `setting the parameters of node ${name}`));
+          throw await this.rollBack(name, backendProblem(err, `setting the parameters of node ${name}`));
         }
       }
       const entry = await this.ledger.commit('node', name, details);
@@ -256,7 +240,7 @@ export class NodeService {
       try {
         outcome = await this.classifier.deleteNode(name);
       } catch (err) {
-        throw classifierProblem(err, `deleting node ${name}`);
+        throw backendProblem(err, `deleting node ${name}`);
       }
       await this.ledger.remove('node', name);
       this.options.logger?.info({ node: name, outcome }, outcome === 'deleted' ? 'node deleted' : 'node was already gone; forgotten');
