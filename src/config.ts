@@ -14,10 +14,18 @@ import { isIP } from 'node:net';
 import ini from 'ini';
 import { z } from 'zod';
 
-/** Classifier backends: the PE 2.x/3.x console rake tasks. */
-export const CLASSIFIER_BACKENDS = ['dashboard-rake'] as const;
-/** CA backends: `puppet cert` (Puppet ≤ 5), `puppetserver ca` (Puppet ≥ 6). */
-export const CA_BACKENDS = ['puppet-cert', 'puppetserver-ca'] as const;
+/**
+ * Classifier backends: `dashboard-rake` (the PE 2.x/3.x console's rake tasks); `sandbox` (a
+ * seeded PE 2.5 console in pure TypeScript, JSON state in `<state dir>/sandbox/`, for
+ * integration testing without a Puppet master — not for production, warned about at start-up).
+ */
+export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox'] as const;
+/**
+ * CA backends: `puppet-cert` (`puppet cert`, Puppet ≤ 5), `puppetserver-ca` (`puppetserver ca`,
+ * Puppet ≥ 6); `sandbox` (a node-forge CA under `<state dir>/sandbox/ca/`, for integration
+ * testing without a Puppet master — not for production, warned about at start-up).
+ */
+export const CA_BACKENDS = ['puppet-cert', 'puppetserver-ca', 'sandbox'] as const;
 /** Log levels accepted by `[log] level` (pino's). */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 /** Log formats accepted by `[log] format`: JSON lines, or text for a person at a terminal. */

@@ -7,9 +7,11 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { assertPrivateFile, ConfigError, HTTP_LIMITS, loadConfig, type Config } from './config.js';
 import { createCertificateAuthority } from './ca/index.js';
 import { createClassifier } from './classifier/index.js';
+import { SANDBOX_DIR } from './classifier/sandbox.js';
 import { ExecaCommandRunner, type CommandRunner } from './exec/command.js';
 import { accessSettings, type AccessSettings } from './http/access.js';
 import { createApp } from './http/app.js';
@@ -99,9 +101,10 @@ export class EspmServer {
     const startedAt = process.hrtime.bigint();
     const runner = options.runner ?? new ExecaCommandRunner(logger);
     const ledger = await Ledger.open(config.state.dir, { logger });
-    const classifier = createClassifier(config.classifier, runner, logger);
+    warnAboutSandboxes(config, logger);
+    const classifier = createClassifier(config.classifier, runner, config.state.dir, logger);
     const nodes = new NodeService(classifier, ledger, { cacheTtlMs: config.classifier.cacheTtlMs, logger });
-    const certificates = new CertificateService(createCertificateAuthority(config.ca, runner, logger), ledger, logger);
+    const certificates = new CertificateService(createCertificateAuthority(config.ca, runner, config.state.dir, logger), ledger, logger);
     let server!: EspmServer;
     const app = createApp({
       nodes,
@@ -224,6 +227,31 @@ export class EspmServer {
     this.logger.info('stopped');
     return !cutOff;
   }
+}
+
+/** Start of the warning logged when a sandbox backend is configured. */
+export const SANDBOX_WARNING = 'sandbox backends are for integration testing, not for production';
+
+/**
+ * Logs a `warn` line when `[classifier] backend` or `[ca] backend` is `sandbox`: those
+ * backends keep a pretend console and CA in the state directory and touch no Puppet master.
+ *
+ * @param config - the config in force
+ * @param logger - where the warning goes
+ * @returns true when a warning was logged
+ */
+export function warnAboutSandboxes(config: Config, logger: Logger): boolean {
+  const keys = [
+    config.classifier.backend === 'sandbox' ? '[classifier] backend = sandbox' : undefined,
+    config.ca.backend === 'sandbox' ? '[ca] backend = sandbox' : undefined,
+  ].filter((k): k is string => k !== undefined);
+  if (keys.length === 0) return false;
+  const state = join(config.state.dir, SANDBOX_DIR);
+  logger.warn(
+    { backends: keys, state },
+    `${SANDBOX_WARNING}: ${keys.join(', ')} (their nodes and certificates exist only in ${state}; no Puppet master knows them)`,
+  );
+  return true;
 }
 
 /** Present and uncertain ledger entries per kind, for `GET /v1/status`. */

@@ -8,17 +8,21 @@ import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import type { Classifier } from './classifier.js';
 import { DashboardRakeClassifier } from './dashboard-rake.js';
+import { SandboxClassifier } from './sandbox.js';
 
 /**
  * The configured classifier.
  *
  * @param config - `[classifier]`
- * @param runner - runs the backend's commands
+ * @param runner - runs the backend's commands (the sandbox runs none)
+ * @param stateDir - `[state] dir`: the sandbox keeps its console under `<stateDir>/sandbox/`
  * @param logger - the daemon's logger
  */
-export function createClassifier(config: Config['classifier'], runner: CommandRunner, logger?: Logger): Classifier {
+export function createClassifier(config: Config['classifier'], runner: CommandRunner, stateDir: string, logger?: Logger): Classifier {
   switch (config.backend) {
     case 'dashboard-rake':
       return new DashboardRakeClassifier(config, runner, logger);
+    case 'sandbox':
+      return new SandboxClassifier(stateDir, logger === undefined ? {} : { logger });
   }
 }

@@ -12,7 +12,7 @@ import type { Logger } from '../logger.js';
 import type { CertificateRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { backendProblem, ServiceError } from './errors.js';
-import { KeyedMutex } from './keyed-mutex.js';
+import { KeyedMutex } from '../keyed-mutex.js';
 
 /** What `POST /v1/certificates` answers: PEM strings and metadata. */
 export interface IssuedCertificateBody {

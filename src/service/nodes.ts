@@ -20,7 +20,7 @@ import type { Logger } from '../logger.js';
 import type { NodeRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { backendProblem, ServiceError } from './errors.js';
-import { KeyedMutex } from './keyed-mutex.js';
+import { KeyedMutex } from '../keyed-mutex.js';
 import { ListCache, type CachedList } from './list-cache.js';
 
 /** A node espm created, as the API answers it. */
