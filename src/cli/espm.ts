@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
 import { ENTRY_KINDS, Ledger, type EntryKind } from '../ownership/ledger.js';
-import { EspmServer, runUntilSignalled } from '../server.js';
+import { EspmServer, loadTlsMaterial, runUntilSignalled } from '../server.js';
 import { VERSION } from '../version.js';
 
 /** Exit status for a configuration error (unreadable, invalid or insecure config). */
@@ -32,13 +32,14 @@ export function espmCommand(): Command {
     .version(VERSION, '-V, --version', 'print the version and exit')
     .helpOption('-h, --help', 'show this help')
     .option('-c, --config <path>', 'config file written by espm_setup', DEFAULT_CONFIG_PATH)
+    .option('--check-config', 'validate the config (and the certificate and key it names), then exit')
     .addHelpText(
       'after',
       '\nExit status: 0 stopped by SIGTERM/SIGINT, 1 run-time failure, 2 configuration error.\n' +
         'Set up a new install with espm_setup; see etc/espm.ini.example for every config key.',
     )
-    .action(async (options: { config: string }) => {
-      process.exitCode = await runDaemon(options.config);
+    .action(async (options: { config: string; checkConfig?: boolean }) => {
+      process.exitCode = options.checkConfig === true ? checkConfig(options.config) : await runDaemon(options.config);
     });
   program.addCommand(ledgerCommand());
   return program;
@@ -136,6 +137,28 @@ function ledgerCommand(): Command {
       });
     });
   return ledger;
+}
+
+/**
+ * `--check-config`: loads and validates the config and the TLS certificate and key it names,
+ * prints a one-line summary (stdout) or the problem (stderr).
+ *
+ * @param configPath - path of espm.ini
+ * @returns 0 when usable, {@link EXIT_CONFIG_ERROR} otherwise
+ */
+function checkConfig(configPath: string): number {
+  try {
+    const config = loadConfig(configPath);
+    loadTlsMaterial(config);
+    console.log(
+      `${config.path}: OK (listen ${config.server.host}:${config.server.port}, classifier ${config.classifier.backend}, ` +
+        `ca ${config.ca.backend}, state ${config.state.dir})`,
+    );
+    return 0;
+  } catch (err) {
+    console.error(`espm: ${(err as Error).message}`);
+    return err instanceof ConfigError ? EXIT_CONFIG_ERROR : EXIT_FAILURE;
+  }
 }
 
 /**

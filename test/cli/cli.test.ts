@@ -190,6 +190,38 @@ describe('espm_setup and espm, as a new operator runs them', () => {
     }
   }, 60_000);
 
+  it('espm --check-config validates the config and the TLS files, then exits', async () => {
+    await execa(ESPM_SETUP, ['-d', dir, '--state-dir', join(dir, 'var'), '--hostname', 'localhost']);
+    const ok = await execa(ESPM, ['--check-config', '-c', join(dir, 'espm.ini')]);
+    expect(ok.stdout.startsWith(`${join(dir, 'espm.ini')}: OK`)).toBe(true);
+    expect(ok.stdout).toMatch(/: OK \(listen 0\.0\.0\.0:8443, classifier dashboard-rake, ca (puppet-cert|puppetserver-ca), state .*\/var\)$/);
+    const { chmod } = await import('node:fs/promises');
+    await chmod(join(dir, 'certs', 'espm.key'), 0o644);
+    const insecure = await execa(ESPM, ['--check-config', '-c', join(dir, 'espm.ini')], { reject: false });
+    expect(insecure.exitCode).toBe(2);
+    expect(insecure.stderr).toMatch(/\[server\] key .*espm\.key is readable or writable by group\/others \(mode 0644\)/);
+  });
+
+  it('[log] format = text writes readable lines for a person', async () => {
+    const port = await freePort();
+    await execa(ESPM_SETUP, ['-d', dir, '--state-dir', join(dir, 'var'), '--hostname', 'localhost', '--host', '127.0.0.1', '-p', String(port)]);
+    const text = (await readFile(join(dir, 'espm.ini'), 'utf8')).replace(/^format = json$/m, 'format = text');
+    await import('node:fs/promises').then((fs) => fs.writeFile(join(dir, 'espm.ini'), text, { mode: 0o600 }));
+    const espm = execa(ESPM, ['-c', join(dir, 'espm.ini')], { reject: false });
+    let out = '';
+    espm.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => out.includes('listening'));
+      espm.kill('SIGTERM');
+      expect((await espm).exitCode).toBe(0);
+      expect(out).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [^\]]*\] INFO: starting espm$/m);
+      expect(out).toMatch(/INFO: listening/);
+      expect(out).not.toMatch(/^\{/m);
+    } finally {
+      espm.kill('SIGKILL');
+    }
+  });
+
   it('espm exits 1 with a clear message when the port is taken', async () => {
     const blocker = createServer();
     blocker.listen(0, '127.0.0.1');
