@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from '../config.js';
 import { createLogger } from '../logger.js';
 import { ENTRY_KINDS, Ledger, type EntryKind } from '../ownership/ledger.js';
 import { EspmServer, loadTlsMaterial, runUntilSignalled } from '../server.js';
@@ -161,6 +161,21 @@ function checkConfig(configPath: string): number {
   }
 }
 
+/** The files and binaries the configured backends use, for the start-up log line. */
+function backendPaths(config: Config): Record<string, string | undefined> {
+  const classifier =
+    config.classifier.backend === 'dashboard-rake'
+      ? { rake: config.classifier.rake, rakefile: config.classifier.rakefile, console_dir: config.classifier.cwd }
+      : {};
+  const ca =
+    config.ca.backend === 'puppet-cert'
+      ? { puppet: config.ca.puppet, puppet_conf: config.ca.config, ssldir: config.ca.ssldir }
+      : config.ca.backend === 'puppetserver-ca'
+        ? { puppetserver: config.ca.puppetserver, puppet_conf: config.ca.config, ssldir: config.ca.ssldir }
+        : {};
+  return { ...classifier, ...ca, tls_cert: config.server.cert };
+}
+
 /**
  * Loads the config and serves until a stop signal.
  *
@@ -182,7 +197,9 @@ async function runDaemon(configPath: string): Promise<number> {
       config: config.path,
       classifier: config.classifier.backend,
       ca: config.ca.backend,
+      paths: backendPaths(config),
       state_dir: config.state.dir,
+      node: process.version,
     },
     'starting espm',
   );
