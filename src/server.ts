@@ -103,8 +103,18 @@ export class EspmServer {
     const ledger = await Ledger.open(config.state.dir, { logger });
     warnAboutSandboxes(config, logger);
     const classifier = createClassifier(config.classifier, runner, config.state.dir, logger);
-    const nodes = new NodeService(classifier, ledger, { cacheTtlMs: config.classifier.cacheTtlMs, logger });
-    const certificates = new CertificateService(createCertificateAuthority(config.ca, runner, config.state.dir, logger), ledger, logger);
+    const afterBackend = faultDelayHook(logger);
+    const nodes = new NodeService(classifier, ledger, {
+      cacheTtlMs: config.classifier.cacheTtlMs,
+      logger,
+      ...(afterBackend === undefined ? {} : { afterBackend }),
+    });
+    const certificates = new CertificateService(
+      createCertificateAuthority(config.ca, runner, config.state.dir, logger),
+      ledger,
+      logger,
+      afterBackend,
+    );
     let server!: EspmServer;
     const app = createApp({
       nodes,
@@ -252,6 +262,24 @@ export function warnAboutSandboxes(config: Config, logger: Logger): boolean {
     `${SANDBOX_WARNING}: ${keys.join(', ')} (their nodes and certificates exist only in ${state}; no Puppet master knows them)`,
   );
   return true;
+}
+
+/** Environment variable of the crash-consistency test hook (never set in production). */
+export const FAULT_DELAY_VARIABLE = 'ESPM_FAULT_DELAY_MS';
+
+/**
+ * The crash-consistency test hook: when {@link FAULT_DELAY_VARIABLE} holds a whole number of
+ * ms, espm waits that long after every successful backend change and before recording it in
+ * the ledger, so a test's SIGKILL can land in that window. Logged loudly when active.
+ *
+ * @returns the hook, or undefined when the variable is not set
+ */
+function faultDelayHook(logger: Logger): (() => Promise<void>) | undefined {
+  const raw = process.env[FAULT_DELAY_VARIABLE];
+  if (raw === undefined || !/^\d+$/.test(raw)) return undefined;
+  const ms = Number(raw);
+  logger.warn({ [FAULT_DELAY_VARIABLE]: ms }, 'crash-consistency test hook active: backend outcomes are recorded late');
+  return () => new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Present and uncertain ledger entries per kind, for `GET /v1/status`. */

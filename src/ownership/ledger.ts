@@ -8,7 +8,8 @@
  * when the backend says the name already existed or the create was rolled back. An entry
  * still `pending` when the ledger is opened was interrupted by a crash: its outcome is
  * unknown, so it becomes `uncertain`, and espm never deletes or revokes on it until an
- * operator resolves it (`espm ledger adopt|forget`).
+ * operator resolves it (`espm ledger adopt|forget`). Deletes are write-ahead too: an entry is
+ * marked `deleting` before the backend is asked to delete or revoke, and removed after.
  *
  * One process per state directory: {@link Ledger.open} takes `<state_dir>/espm.lock`.
  *
@@ -29,8 +30,10 @@ export const ENTRY_KINDS: readonly EntryKind[] = ['node', 'certificate'];
 /**
  * `pending`: a create is under way (write-ahead). `present`: created by espm and there.
  * `uncertain`: a create was interrupted; espm may or may not have created it.
+ * `deleting`: espm created it and a delete/revoke is under way or was interrupted (write-ahead):
+ * ownership is certain, existence is not, so deleting again is safe.
  */
-export type EntryState = 'pending' | 'present' | 'uncertain';
+export type EntryState = 'pending' | 'present' | 'uncertain' | 'deleting';
 
 /** One record of the ledger. */
 export interface LedgerEntry {
@@ -54,7 +57,7 @@ export const LEDGER_FORMAT = 1;
 const entrySchema = z.strictObject({
   kind: z.enum(['node', 'certificate']),
   name: z.string().min(1),
-  state: z.enum(['pending', 'present', 'uncertain']),
+  state: z.enum(['pending', 'present', 'uncertain', 'deleting']),
   created_at: z.string(),
   updated_at: z.string(),
   details: z.record(z.string(), z.unknown()),
@@ -178,8 +181,8 @@ export class Ledger {
   /** Counts of entries per kind and state. */
   counts(): Record<EntryKind, Record<EntryState, number>> {
     const counts = {
-      node: { pending: 0, present: 0, uncertain: 0 },
-      certificate: { pending: 0, present: 0, uncertain: 0 },
+      node: { pending: 0, present: 0, uncertain: 0, deleting: 0 },
+      certificate: { pending: 0, present: 0, uncertain: 0, deleting: 0 },
     };
     for (const entry of this.entries.values()) counts[entry.kind][entry.state] += 1;
     return counts;
@@ -202,13 +205,24 @@ export class Ledger {
   }
 
   /**
-   * Marks a `pending` or `uncertain` entry `present`, optionally replacing its details.
+   * Marks an entry `present` (a create succeeded, an operator adopted it, or a delete was
+   * refused), optionally replacing its details.
    *
    * @returns the entry as stored
    * @throws {@link LedgerStateError} when there is no such entry
    */
   async commit(kind: EntryKind, name: string, details?: Record<string, unknown>): Promise<LedgerEntry> {
     return this.setState(kind, name, 'present', details);
+  }
+
+  /**
+   * Write-ahead for a delete/revoke: marks a `present` entry `deleting`, durably, before the
+   * backend is touched. A crash then leaves an entry that can safely be deleted again.
+   *
+   * @throws {@link LedgerStateError} when there is no such entry
+   */
+  async markDeleting(kind: EntryKind, name: string): Promise<LedgerEntry> {
+    return this.setState(kind, name, 'deleting');
   }
 
   /**

@@ -47,11 +47,14 @@ export class CertificateService {
    * @param ca - the CA adapter
    * @param ledger - the ownership ledger (shared with the node service)
    * @param logger - outcomes (names and fingerprints only)
+   * @param afterBackend - called after every successful CA call that changes a certificate,
+   *   before the ledger records it (crash-consistency tests widen that window with it)
    */
   constructor(
     private readonly ca: CertificateAuthority,
     private readonly ledger: Ledger,
     private readonly logger?: Logger,
+    private readonly afterBackend?: () => Promise<void>,
   ) {}
 
   private exclusive<T>(task: () => Promise<T>): Promise<T> {
@@ -74,6 +77,7 @@ export class CertificateService {
       let issued;
       try {
         issued = await this.exclusive(() => this.ca.issue(certname, request.dns_alt_names));
+        await this.afterBackend?.();
       } catch (err) {
         if (err instanceof CertificateExistsError) {
           await this.ledger.remove('certificate', certname);
@@ -133,7 +137,8 @@ export class CertificateService {
    * (re-issued by someone else): it is left alone, 409.
    *
    * @throws {@link ServiceError} `certificate_not_found`, `ownership_uncertain` (409),
-   *   `backend_failed`/`backend_timeout` (the entry stays: revoking again is safe)
+   *   `backend_failed`/`backend_timeout` (the entry stays — `deleting` after a timeout —
+   *   and revoking again is safe)
    */
   async revoke(certname: string): Promise<void> {
     await this.perName.run(certname, async () => {
@@ -164,9 +169,14 @@ export class CertificateService {
               'espm leaves it alone. If espm\'s certificate is gone, `espm ledger forget certificate NAME`',
           );
         }
+        // Write-ahead: a crash from here on leaves `deleting`, which is safe to revoke again.
+        if (entry.state === 'present') await this.ledger.markDeleting('certificate', certname);
         try {
-          return await this.ca.revoke(certname);
+          const revoked = await this.ca.revoke(certname);
+          await this.afterBackend?.();
+          return revoked;
         } catch (err) {
+          if (!(err instanceof CaError && err.failure === 'timeout')) await this.ledger.commit('certificate', certname);
           throw backendProblem(err, `revoking the certificate for ${certname}`);
         }
       });

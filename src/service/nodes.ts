@@ -40,6 +40,11 @@ export interface NodeServiceOptions {
   logger?: Logger;
   /** Clock, ms; default `Date.now`. */
   now?: () => number;
+  /**
+   * Called after every successful console call that changes a node, before the ledger
+   * records the outcome (crash-consistency tests widen that window with it). Default none.
+   */
+  afterBackend?: () => Promise<void>;
 }
 
 /** The classification service. */
@@ -152,6 +157,7 @@ export class NodeService {
       await this.ledger.begin('node', name, details);
       try {
         await this.classifier.addNode({ name, groups: request.groups, classes: request.classes });
+        await this.options.afterBackend?.();
       } catch (err) {
         if (err instanceof NodeExistsError) {
           await this.ledger.remove('node', name);
@@ -168,6 +174,7 @@ export class NodeService {
       if (parameterEntries.length > 0) {
         try {
           await this.classifier.setParameters(name, request.parameters);
+          await this.options.afterBackend?.();
         } catch (err) {
           throw await this.rollBack(name, backendProblem(err, `setting the parameters of node ${name}`));
         }
@@ -218,7 +225,8 @@ export class NodeService {
   }
 
   /**
-   * Deletes a node espm created. A node already gone from the console is forgotten.
+   * Deletes a node espm created (write-ahead: the entry is `deleting` while the console is
+   * asked). A node already gone from the console is forgotten.
    *
    * @throws {@link ServiceError} `node_not_found` (not espm's), `ownership_uncertain` (409),
    *   `backend_failed`/`backend_timeout` (the entry stays: deleting again is safe)
@@ -236,10 +244,15 @@ export class NodeService {
             'an operator must resolve it with `espm ledger adopt node NAME` or `espm ledger forget node NAME`',
         );
       }
+      if (entry.state === 'present') await this.ledger.markDeleting('node', name);
       let outcome: 'deleted' | 'absent';
       try {
         outcome = await this.classifier.deleteNode(name);
+        await this.options.afterBackend?.();
       } catch (err) {
+        // A clean refusal leaves the node as it was; a timeout leaves it `deleting` (it may be
+        // gone): either way deleting again is safe.
+        if (!(err instanceof ClassifierError && err.failure === 'timeout')) await this.ledger.commit('node', name);
         throw backendProblem(err, `deleting node ${name}`);
       }
       await this.ledger.remove('node', name);

@@ -73,6 +73,25 @@ describeWithRake('classification safety', () => {
       expect(runner.count).toBe(before);
     });
 
+    it('a timed-out delete leaves the node `deleting` (write-ahead) and deleting again finishes the job', async () => {
+      const name = 'slowdel.example.test';
+      expect((await apiClient(espm).post('/v1/nodes', { name })).status).toBe(201);
+      const first = espm;
+      await first.server.stop(1000);
+      await console.setKnobs({ version: '1.2.10', faults: { 'node:del': { sleep: 5 } } });
+      espm = await startEspm({ classifier: { ...console.classifierConfig(rake!), timeout: 1 } }, { runner, setup: first.setup });
+      const restarted = espm;
+      espm = { ...restarted, stop: async () => { await restarted.stop(); await first.setup.remove(); } };
+      const timedOut = await apiClient(espm).delete(`/v1/nodes/${name}`);
+      expect(timedOut.status).toBe(504);
+      const ledger = JSON.parse(await readFile(join(espm.config.state.dir, 'ledger.json'), 'utf8')) as { entries: Array<{ name: string; state: string }> };
+      expect(ledger.entries.find((e) => e.name === name)?.state).toBe('deleting');
+      expect((await apiClient(espm).get(`/v1/nodes/${name}`)).status).toBe(404);
+      await console.setKnobs({ version: '1.2.10' });
+      expect((await apiClient(espm).delete(`/v1/nodes/${name}`)).status).toBe(204);
+      expect(await console.node(name)).toBeUndefined();
+    }, 30_000);
+
     it('concurrent list requests on a cold cache share one rake process', async () => {
       await console.clearInvocations();
       const answers = await Promise.all(Array.from({ length: 10 }, () => apiClient(espm).get('/v1/classes')));

@@ -34,7 +34,7 @@ describe('Ledger', () => {
       updated_at: '2026-11-20T12:00:01.000Z',
       details: { groups: ['default'], classes: ['ntp'] },
     });
-    expect(again.counts().node).toEqual({ pending: 0, present: 1, uncertain: 0 });
+    expect(again.counts().node).toEqual({ pending: 0, present: 1, uncertain: 0, deleting: 0 });
     await again.close();
   });
 
