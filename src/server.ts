@@ -15,7 +15,9 @@ import { SANDBOX_DIR } from './classifier/sandbox.js';
 import { ExecaCommandRunner, type CommandRunner } from './exec/command.js';
 import { accessSettings, type AccessSettings } from './http/access.js';
 import { createApp } from './http/app.js';
+import { PROBLEM_CONTENT_TYPE, problemBody } from './http/problem.js';
 import type { StatusBody } from './http/routes/status.js';
+import type { Classifier } from './classifier/classifier.js';
 import type { Logger } from './logger.js';
 import { Ledger } from './ownership/ledger.js';
 import { CertificateService } from './service/certificates.js';
@@ -81,6 +83,7 @@ export class EspmServer {
     private readonly logger: Logger,
     private readonly ledger: Ledger,
     access: AccessSettings,
+    private readonly classifier: Classifier,
   ) {
     this.access = access;
   }
@@ -131,7 +134,7 @@ export class EspmServer {
       }),
     });
     const https = createServer({ ...tls, minVersion: HTTP_LIMITS.minTlsVersion }, app);
-    server = new EspmServer(config, https, logger, ledger, accessSettings(config.server.psk, config.server.allow));
+    server = new EspmServer(config, https, logger, ledger, accessSettings(config.server.psk, config.server.allow), classifier);
     try {
       await new Promise<void>((resolve, reject) => {
         https.once('error', reject);
@@ -144,13 +147,15 @@ export class EspmServer {
       await ledger.close();
       throw err;
     }
-    // Find out early whether the console answers (and which tasks it has): a warning now
+    // Find out early whether the console answers (and which tasks it has), and start the
+    // console worker (paying the console's boot now, not at the first launch): a warning now
     // beats a surprise at the first launch.
-    classifier.capabilities().then(
-      (c) => logger.info({ classifier: classifier.backend, console: c.description }, 'console found'),
+    Promise.all([classifier.capabilities(), classifier.start?.() ?? Promise.resolve({})]).then(
+      ([c, started]) => logger.info({ classifier: classifier.backend, console: c.description, ...started }, 'console found'),
       (err: unknown) =>
         logger.warn({ classifier: classifier.backend, error: (err as Error).message }, 'console not usable; classification calls will fail until it is'),
     );
+    https.on('clientError', (err: NodeJS.ErrnoException, socket) => answerUnparsableRequest(err, socket));
     https.on('tlsClientError', (err, socket) => {
       logger.debug({ remote: socket.remoteAddress, error: err.message }, 'TLS handshake failed');
     });
@@ -233,6 +238,7 @@ export class EspmServer {
       this.https.closeAllConnections();
       await closed;
     }
+    await this.classifier.close?.();
     await this.ledger.close();
     this.logger.info('stopped');
     return !cutOff;
@@ -262,6 +268,25 @@ export function warnAboutSandboxes(config: Config, logger: Logger): boolean {
     `${SANDBOX_WARNING}: ${keys.join(', ')} (their nodes and certificates exist only in ${state}; no Puppet master knows them)`,
   );
   return true;
+}
+
+/**
+ * Answers a request Node's HTTP parser refused (oversized headers → 431, anything else → 400)
+ * with a problem+json body, as every other error, then closes the connection.
+ */
+function answerUnparsableRequest(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
+  if (!socket.writable || (err.code === 'ECONNRESET')) {
+    socket.destroy();
+    return;
+  }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+  const body = JSON.stringify(
+    problemBody(status, 'invalid_request', status === 431 ? 'request headers too large' : 'malformed HTTP request'),
+  );
+  socket.end(
+    `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
+      `Content-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 /** Environment variable of the crash-consistency test hook (never set in production). */

@@ -22,6 +22,7 @@ import {
   requirePsk,
   type AccessSettings,
 } from './access.js';
+import { verifyJsonMembers } from './json-body.js';
 import { HttpProblem, sendProblem } from './problem.js';
 import { ServiceError } from '../service/errors.js';
 import type { CertificateService } from '../service/certificates.js';
@@ -70,11 +71,18 @@ function requestLogFields(
   };
 }
 
+/** A short detail for a client error raised while reading the request. */
+function clientErrorDetail(e: { message?: string; code?: string }): string {
+  if (e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR') return 'the body does not match its Content-Encoding';
+  if (e.message?.startsWith('Failed to decode param')) return 'the path holds an invalid %-escape';
+  return e.message ?? 'invalid request';
+}
+
 /** Maps errors raised by express/body-parser to problems; anything else is a 500. */
 function toProblem(err: unknown): HttpProblem {
   if (err instanceof HttpProblem) return err;
   if (err instanceof ServiceError) return serviceProblem(err);
-  const e = err as { type?: string; status?: number; message?: string };
+  const e = err as { type?: string; status?: number; message?: string; code?: string };
   switch (e.type) {
     case 'entity.parse.failed':
       return new HttpProblem(400, 'invalid_request', 'malformed JSON body');
@@ -88,6 +96,11 @@ function toProblem(err: unknown): HttpProblem {
     case 'stream.encoding.set':
       return new HttpProblem(400, 'invalid_request', e.message ?? 'invalid request body');
     default:
+      // Other client errors raised while reading the request (an undecodable %-escape in the
+      // path, a corrupt Content-Encoding, a problem thrown by the body's verify hook).
+      if (e.status !== undefined && e.status >= 400 && e.status < 500) {
+        return new HttpProblem(e.status === 413 ? 413 : 400, e.status === 413 ? 'payload_too_large' : 'invalid_request', clientErrorDetail(e));
+      }
       return new HttpProblem(500, 'internal_error', 'internal error; see the espm log');
   }
 }
@@ -136,7 +149,9 @@ export function createApp(deps: AppDependencies): Express {
   v1.use(authFailureThrottle());
   v1.use(requirePsk());
   // Bodies are parsed only for authenticated callers.
-  v1.use(express.json({ limit: HTTP_LIMITS.bodyLimitBytes, strict: true, type: 'application/json' }));
+  v1.use(
+    express.json({ limit: HTTP_LIMITS.bodyLimitBytes, strict: true, type: 'application/json', verify: verifyJsonMembers }),
+  );
   v1.use(statusRouter(deps.status));
   v1.use(classificationRouter(deps.nodes));
   v1.use(certificatesRouter(deps.certificates));

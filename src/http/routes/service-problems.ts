@@ -40,7 +40,7 @@ export function serviceProblem(err: ServiceError): HttpProblem {
  * @throws {@link HttpProblem} 400 `invalid_request` describing every issue
  */
 export function validate<T>(schema: ZodType<T>, value: unknown, what: string): T {
-  const result = schema.safeParse(value);
+  const result = schema.safeParse(value, { reportInput: true });
   if (!result.success) {
     throw new HttpProblem(400, 'invalid_request', `invalid ${what}: ${describeValidationError(result.error)}`);
   }
