@@ -7,4 +7,6 @@ export default {
   ...createDefaultEsmPreset({ tsconfig: 'tsconfig.json' }),
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testTimeout: 30000,
+  globalSetup: '<rootDir>/test/global-setup.js',
+  globalTeardown: '<rootDir>/test/global-teardown.js',
 };

@@ -9,6 +9,7 @@ import ini from 'ini';
 import request from 'supertest';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { CommandRunner } from '../../src/exec/command.js';
+import { recordLogLine, recordSecret } from './log-scan.js';
 import { createLogger } from '../../src/logger.js';
 import { EspmServer } from '../../src/server.js';
 import { detectBackends, type DetectionProbe } from '../../src/setup/detect.js';
@@ -22,6 +23,7 @@ export class LogCapture {
   readonly lines: string[] = [];
   write(line: string): void {
     this.lines.push(line);
+    recordLogLine(line);
   }
   /** Parsed log records. */
   records(): Array<Record<string, unknown>> {
@@ -57,6 +59,7 @@ export async function setUpDir(): Promise<SetUpDir> {
     detectBackends(emptyProbe),
   );
   await writeSetup(plan);
+  recordSecret(plan.psk);
   return {
     dir,
     plan,
