@@ -9,7 +9,7 @@
  * @packageDocumentation
  */
 import { readFileSync, statSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { isIP } from 'node:net';
 import ini from 'ini';
 import { z } from 'zod';
@@ -22,10 +22,11 @@ import { z } from 'zod';
 export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox'] as const;
 /**
  * CA backends: `puppet-cert` (`puppet cert`, Puppet ≤ 5), `puppetserver-ca` (`puppetserver ca`,
- * Puppet ≥ 6); `sandbox` (a node-forge CA under `<state dir>/sandbox/ca/`, for integration
+ * Puppet ≥ 6), `puppetserver-api` (Puppet Server's CA HTTP API, Puppet ≥ 6: no process per
+ * certificate); `sandbox` (a node-forge CA under `<state dir>/sandbox/ca/`, for integration
  * testing without a Puppet master — not for production, warned about at start-up).
  */
-export const CA_BACKENDS = ['puppet-cert', 'puppetserver-ca', 'sandbox'] as const;
+export const CA_BACKENDS = ['puppet-cert', 'puppetserver-ca', 'puppetserver-api', 'sandbox'] as const;
 /** Log levels accepted by `[log] level` (pino's). */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 /** Log formats accepted by `[log] format`: JSON lines, or text for a person at a terminal. */
@@ -99,7 +100,14 @@ export const DEFAULTS = {
     /** seconds */
     cache_ttl: 60,
     worker: true,
+    /** the console's Ruby; when the key is absent, `ruby` beside `rake` (this path on PE) */
     ruby: PE_PATHS.ruby,
+    /** tasks one console worker runs before it is replaced */
+    worker_max_tasks: 1000,
+    /** seconds one console worker lives before it is replaced */
+    worker_max_age: 3600,
+    /** seconds a worker may sit idle before its database connection is refreshed (before the next task) */
+    worker_idle_refresh: 600,
   },
   ca: {
     backend: 'puppet-cert' as CaBackendName,
@@ -109,6 +117,8 @@ export const DEFAULTS = {
     /** seconds */
     timeout: 60,
     keep_private_keys: false,
+    /** bits: RSA key size of node keys made in process (puppetserver-api), as `puppetserver ca generate` */
+    key_bits: 4096,
   },
   state: { dir: '/opt/espm/var' },
   log: { level: 'info' as (typeof LOG_LEVELS)[number], format: 'json' as (typeof LOG_FORMATS)[number] },
@@ -162,8 +172,14 @@ export interface Config {
     readonly cacheTtlMs: number;
     /** Whether the warm console worker is used. */
     readonly worker: boolean;
-    /** Absolute path of the console's Ruby. */
+    /** Absolute path of the console's Ruby (runs the worker); default `ruby` beside `rake`. */
     readonly ruby: string;
+    /** Tasks one console worker runs before it is replaced (in the background). */
+    readonly workerMaxTasks: number;
+    /** How long one console worker lives before it is replaced (in the background), ms. */
+    readonly workerMaxAgeMs: number;
+    /** Idle time after which the worker's database connection is refreshed before a task, ms. */
+    readonly workerIdleRefreshMs: number;
   };
   readonly ca: {
     readonly backend: CaBackendName;
@@ -179,6 +195,16 @@ export interface Config {
     readonly timeoutMs: number;
     /** Keep a node's private key in the master's ssldir after handing it out. */
     readonly keepPrivateKeys: boolean;
+    /** RSA modulus size of the node keys the puppetserver-api backend generates, bits (2048–16384). */
+    readonly keyBits: number;
+    /** puppetserver-api: the CA server, `https://HOST[:PORT]`; undefined = puppet's `ca_server`/`ca_port`. */
+    readonly apiUrl: string | undefined;
+    /** puppetserver-api: absolute path of the PEM client certificate; undefined = puppet's `hostcert`. */
+    readonly apiCert: string | undefined;
+    /** puppetserver-api: absolute path of its PEM private key; undefined = puppet's `hostprivkey`. */
+    readonly apiKey: string | undefined;
+    /** puppetserver-api: absolute path of the PEM CA bundle verifying the server; undefined = puppet's `localcacert`. */
+    readonly apiCa: string | undefined;
   };
   readonly state: {
     /** Absolute path of the state directory (ledger, lock, sandbox state). */
@@ -267,8 +293,30 @@ const classifierSection = z.strictObject({
   timeout: seconds(1).default(DEFAULTS.classifier.timeout),
   cache_ttl: seconds(0).default(DEFAULTS.classifier.cache_ttl),
   worker: flag.default(DEFAULTS.classifier.worker),
-  ruby: absolutePath.default(DEFAULTS.classifier.ruby),
+  ruby: absolutePath.optional(),
+  worker_max_tasks: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').default(DEFAULTS.classifier.worker_max_tasks),
+  worker_max_age: seconds(1).default(DEFAULTS.classifier.worker_max_age),
+  worker_idle_refresh: seconds(1).default(DEFAULTS.classifier.worker_idle_refresh),
 });
+
+/** An optional absolute path; empty = unset. */
+const optionalAbsolutePath = z
+  .string()
+  .trim()
+  .refine((p) => p === '' || isAbsolute(p), 'must be an absolute path (or empty: ask puppet)')
+  .optional();
+
+/** `https://HOST[:PORT]` with nothing else (`[ca] api_url`). */
+function isHttpsOrigin(value: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return false;
+  }
+  return url.protocol === 'https:' && url.hostname !== '' && url.username === '' && url.password === '' &&
+    (url.pathname === '/' || url.pathname === '') && url.search === '' && url.hash === '';
+}
 
 const caSection = z.strictObject({
   backend: z.enum(CA_BACKENDS).default(DEFAULTS.ca.backend),
@@ -282,6 +330,20 @@ const caSection = z.strictObject({
     .optional(),
   timeout: seconds(1).default(DEFAULTS.ca.timeout),
   keep_private_keys: flag.default(DEFAULTS.ca.keep_private_keys),
+  key_bits: z.coerce
+    .number()
+    .int('must be a whole number of bits')
+    .min(2048, 'must be at least 2048 bits')
+    .max(16384, 'must be at most 16384 bits')
+    .default(DEFAULTS.ca.key_bits),
+  api_url: z
+    .string()
+    .trim()
+    .refine((u) => u === '' || isHttpsOrigin(u), 'must be https://HOST or https://HOST:PORT (no path, query or credentials), or empty: ask puppet')
+    .optional(),
+  api_cert: optionalAbsolutePath,
+  api_key: optionalAbsolutePath,
+  api_ca: optionalAbsolutePath,
 });
 
 const stateSection = z.strictObject({ dir: absolutePath.default(DEFAULTS.state.dir) });
@@ -326,7 +388,7 @@ function describeIssue(issue: z.core.$ZodIssue): string {
  * @throws {@link ConfigError} naming every invalid, missing or unknown `[section] key`
  */
 export function parseConfig(parsed: unknown, path: string): Config {
-  const result = iniSchema.safeParse(parsed);
+  const result = iniSchema.safeParse(parsed, { reportInput: true });
   if (!result.success) {
     const problems = result.error.issues.map(describeIssue);
     throw new ConfigError(`${path}: ${problems.join('; ')}`);
@@ -344,7 +406,10 @@ export function parseConfig(parsed: unknown, path: string): Config {
       timeoutMs: c.classifier.timeout * 1000,
       cacheTtlMs: c.classifier.cache_ttl * 1000,
       worker: c.classifier.worker,
-      ruby: c.classifier.ruby,
+      ruby: c.classifier.ruby ?? join(dirname(c.classifier.rake), 'ruby'),
+      workerMaxTasks: c.classifier.worker_max_tasks,
+      workerMaxAgeMs: c.classifier.worker_max_age * 1000,
+      workerIdleRefreshMs: c.classifier.worker_idle_refresh * 1000,
     },
     ca: {
       backend: c.ca.backend,
@@ -354,6 +419,11 @@ export function parseConfig(parsed: unknown, path: string): Config {
       ssldir: c.ca.ssldir === '' ? undefined : c.ca.ssldir,
       timeoutMs: c.ca.timeout * 1000,
       keepPrivateKeys: c.ca.keep_private_keys,
+      keyBits: c.ca.key_bits,
+      apiUrl: c.ca.api_url === undefined || c.ca.api_url === '' ? undefined : new URL(c.ca.api_url).origin,
+      apiCert: c.ca.api_cert === '' ? undefined : c.ca.api_cert,
+      apiKey: c.ca.api_key === '' ? undefined : c.ca.api_key,
+      apiCa: c.ca.api_ca === '' ? undefined : c.ca.api_ca,
     },
     state: { dir: c.state.dir },
     log: { ...c.log },

@@ -33,6 +33,9 @@ describe('parseConfig', () => {
       cacheTtlMs: 60_000,
       worker: true,
       ruby: '/opt/puppet/bin/ruby',
+      workerMaxTasks: 1000,
+      workerMaxAgeMs: 3_600_000,
+      workerIdleRefreshMs: 600_000,
     });
     expect(c.ca).toEqual({
       backend: 'puppet-cert',
@@ -42,6 +45,11 @@ describe('parseConfig', () => {
       ssldir: undefined,
       timeoutMs: 60_000,
       keepPrivateKeys: false,
+      keyBits: 4096,
+      apiUrl: undefined,
+      apiCert: undefined,
+      apiKey: undefined,
+      apiCa: undefined,
     });
     expect(c.state.dir).toBe('/opt/espm/var');
     expect(c.log).toEqual({ level: 'info', format: 'json' });
@@ -91,6 +99,10 @@ describe('parseConfig', () => {
     [{ ...minimal, classifier: { rake: 'rake' } }, '[classifier] rake: must be an absolute path'],
     [{ ...minimal, classifier: { timeout: '0' } }, '[classifier] timeout'],
     [{ ...minimal, classifier: { worker: 'maybe' } }, '[classifier] worker'],
+    [{ ...minimal, classifier: { ruby: 'ruby' } }, '[classifier] ruby: must be an absolute path'],
+    [{ ...minimal, classifier: { worker_max_tasks: '0' } }, '[classifier] worker_max_tasks'],
+    [{ ...minimal, classifier: { worker_max_age: '1.5' } }, '[classifier] worker_max_age'],
+    [{ ...minimal, classifier: { worker_idle_refresh: 'soon' } }, '[classifier] worker_idle_refresh'],
     [{ ...minimal, ca: { backend: 'openssl' } }, '[ca] backend'],
     [{ ...minimal, ca: { ssldir: 'ssl' } }, '[ca] ssldir'],
     [{ ...minimal, log: { format: 'xml' } }, '[log] format'],
@@ -99,6 +111,12 @@ describe('parseConfig', () => {
     const message = errorOf(() => parseConfig(parsed, '/etc/espm/espm.ini'));
     expect(message).toContain('/etc/espm/espm.ini');
     expect(message).toContain(expected);
+  });
+
+  it('defaults [classifier] ruby to the ruby beside rake; reads the worker keys in seconds', () => {
+    const c = parseConfig({ ...minimal, classifier: { rake: '/usr/local/bin/rake', worker_max_tasks: '5', worker_max_age: '60', worker_idle_refresh: '30' } }, '/x.ini');
+    expect(c.classifier).toMatchObject({ ruby: '/usr/local/bin/ruby', workerMaxTasks: 5, workerMaxAgeMs: 60_000, workerIdleRefreshMs: 30_000 });
+    expect(parseConfig({ ...minimal, classifier: { rake: '/usr/local/bin/rake', ruby: '/opt/rubies/1.8.7/bin/ruby' } }, '/x.ini').classifier.ruby).toBe('/opt/rubies/1.8.7/bin/ruby');
   });
 
   it('never puts the PSK into an error message', () => {

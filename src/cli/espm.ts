@@ -172,7 +172,9 @@ function backendPaths(config: Config): Record<string, string | undefined> {
       ? { puppet: config.ca.puppet, puppet_conf: config.ca.config, ssldir: config.ca.ssldir }
       : config.ca.backend === 'puppetserver-ca'
         ? { puppetserver: config.ca.puppetserver, puppet_conf: config.ca.config, ssldir: config.ca.ssldir }
-        : {};
+        : config.ca.backend === 'puppetserver-api'
+          ? { puppet_conf: config.ca.config, ca_api_url: config.ca.apiUrl, ca_api_cert: config.ca.apiCert, ca_api_ca: config.ca.apiCa }
+          : {};
   return { ...classifier, ...ca, tls_cert: config.server.cert };
 }
 
