@@ -18,6 +18,11 @@ export type BackendFailure =
   | 'failed'
   /** the tool was killed at its timeout: the outcome is unknown */
   | 'timeout'
+  /**
+   * the tool died while it was running (e.g. the console worker crashed mid-task): the
+   * outcome is unknown, as after a timeout, but it is answered as a failure (502)
+   */
+  | 'interrupted'
   /** the tool could not be started (binary or directory missing) */
   | 'unavailable';
 
@@ -36,6 +41,16 @@ export class BackendError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * Whether a failed backend call may nevertheless have taken effect (`timeout`,
+ * `interrupted`): ownership of what it was creating or deleting is then uncertain.
+ *
+ * @param failure - how the call failed
+ */
+export function outcomeUnknown(failure: BackendFailure): boolean {
+  return failure === 'timeout' || failure === 'interrupted';
 }
 
 /**

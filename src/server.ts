@@ -17,6 +17,7 @@ import { accessSettings, type AccessSettings } from './http/access.js';
 import { createApp } from './http/app.js';
 import { PROBLEM_CONTENT_TYPE, problemBody } from './http/problem.js';
 import type { StatusBody } from './http/routes/status.js';
+import type { Classifier } from './classifier/classifier.js';
 import type { Logger } from './logger.js';
 import { Ledger } from './ownership/ledger.js';
 import { CertificateService } from './service/certificates.js';
@@ -82,6 +83,7 @@ export class EspmServer {
     private readonly logger: Logger,
     private readonly ledger: Ledger,
     access: AccessSettings,
+    private readonly classifier: Classifier,
   ) {
     this.access = access;
   }
@@ -132,7 +134,7 @@ export class EspmServer {
       }),
     });
     const https = createServer({ ...tls, minVersion: HTTP_LIMITS.minTlsVersion }, app);
-    server = new EspmServer(config, https, logger, ledger, accessSettings(config.server.psk, config.server.allow));
+    server = new EspmServer(config, https, logger, ledger, accessSettings(config.server.psk, config.server.allow), classifier);
     try {
       await new Promise<void>((resolve, reject) => {
         https.once('error', reject);
@@ -145,10 +147,11 @@ export class EspmServer {
       await ledger.close();
       throw err;
     }
-    // Find out early whether the console answers (and which tasks it has): a warning now
+    // Find out early whether the console answers (and which tasks it has), and start the
+    // console worker (paying the console's boot now, not at the first launch): a warning now
     // beats a surprise at the first launch.
-    classifier.capabilities().then(
-      (c) => logger.info({ classifier: classifier.backend, console: c.description }, 'console found'),
+    Promise.all([classifier.capabilities(), classifier.start?.() ?? Promise.resolve({})]).then(
+      ([c, started]) => logger.info({ classifier: classifier.backend, console: c.description, ...started }, 'console found'),
       (err: unknown) =>
         logger.warn({ classifier: classifier.backend, error: (err as Error).message }, 'console not usable; classification calls will fail until it is'),
     );
@@ -223,18 +226,23 @@ export class EspmServer {
     if (this.drainingSince === null) this.drainingSince = Date.now();
     this.logger.info({ drain_timeout_ms: drainTimeoutMs }, 'stopping: draining in-flight requests');
     const closed = new Promise<void>((resolve) => this.https.close(() => resolve()));
+    // Keep-alive connections become idle as their in-flight request is answered: close them
+    // as they do, rather than waiting for the keep-alive timeout.
     this.https.closeIdleConnections();
+    const idleSweep = setInterval(() => this.https.closeIdleConnections(), 50);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(true), drainTimeoutMs);
     });
     const cutOff = await Promise.race([closed.then(() => false), timedOut]);
     clearTimeout(timer);
+    clearInterval(idleSweep);
     if (cutOff) {
       this.logger.warn('drain timeout reached; closing the remaining connections');
       this.https.closeAllConnections();
       await closed;
     }
+    await this.classifier.close?.();
     await this.ledger.close();
     this.logger.info('stopped');
     return !cutOff;
@@ -271,7 +279,7 @@ export function warnAboutSandboxes(config: Config, logger: Logger): boolean {
  * with a problem+json body, as every other error, then closes the connection.
  */
 function answerUnparsableRequest(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
-  if (!socket.writable || err.code === 'ECONNRESET') {
+  if (!socket.writable || (err.code === 'ECONNRESET')) {
     socket.destroy();
     return;
   }

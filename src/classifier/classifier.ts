@@ -79,4 +79,13 @@ export interface Classifier {
    * @throws {@link ClassifierError}
    */
   deleteNode(name: string): Promise<'deleted' | 'absent'>;
+  /**
+   * Prepares what the adapter keeps running (the dashboard-rake console worker) at
+   * start-up, rather than at the first call. Never throws.
+   *
+   * @returns fields for the start-up log line (e.g. `{ worker: 'ready' }`)
+   */
+  start?(): Promise<Record<string, unknown>>;
+  /** Ends what the adapter keeps running (the console worker). Called when espm stops. */
+  close?(): Promise<void>;
 }

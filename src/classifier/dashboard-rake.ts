@@ -13,12 +13,19 @@
  *   both streams are read;
  * - success and failure are judged by exit status AND the documented message.
  *
+ * With `[classifier] worker = on` (the default) every task but `-T` runs in the warm console
+ * worker ({@link ConsoleWorkerManager}: the Rails boot is paid once, not per call), which
+ * answers byte for byte what a rake process would; otherwise, and whenever no worker is
+ * usable, each call runs its own rake process.
+ *
  * @packageDocumentation
  */
 import type { Config } from '../config.js';
 import { onceUntilFailure, runBackendCommand } from '../backend.js';
 import type { CommandRunner } from '../exec/command.js';
+import { ExecaWorkerSpawner, type WorkerSpawner } from '../exec/worker.js';
 import type { Logger } from '../logger.js';
+import { ConsoleWorkerManager, type ConsoleWorkerStatus } from './console-worker.js';
 import {
   ClassifierError,
   NodeExistsError,
@@ -44,9 +51,40 @@ export const CONSOLE_MESSAGES = {
 
 /** One rake task's answer, with rake's `(in …)` lines removed. */
 export interface RakeOutput {
+  /** Exit status (a signal as 128 + its number). */
   exitCode: number;
+  /** What the task printed on stdout. */
   stdout: string;
+  /** What the task printed on stderr. */
   stderr: string;
+}
+
+/**
+ * Tasks that only read: after a worker died running one, it is safe to run it again as a
+ * process. Every other task may have changed the console.
+ */
+export const READ_ONLY_TASKS: ReadonlySet<string> = new Set([
+  '-T',
+  'nodegroup:list',
+  'nodeclass:list',
+  'node:list',
+  'node:listgroups',
+  'node:listclasses',
+]);
+
+/** Collaborators of {@link DashboardRakeClassifier} besides config and command runner. */
+export interface DashboardRakeOptions {
+  /** Task names and outcomes are logged at debug level (never argument values). */
+  logger?: Logger;
+  /**
+   * `[state] dir`: the console worker's Ruby program is written there. Without it the
+   * worker is not used (every call runs a process).
+   */
+  stateDir?: string;
+  /** Starts console worker processes (src/exec); default the real one. */
+  spawner?: WorkerSpawner;
+  /** Clock of the worker manager, ms; default `Date.now`. */
+  now?: () => number;
 }
 
 /** The task set a console has, from `rake -T`. */
@@ -113,41 +151,105 @@ export function encodeParameters(parameters: Readonly<Record<string, string>>, e
 /** The dashboard-rake adapter. One instance per daemon: it detects the task set once. */
 export class DashboardRakeClassifier implements Classifier {
   readonly backend = 'dashboard-rake';
+  private readonly logger: Logger | undefined;
+  /** The warm console worker; undefined when `[classifier] worker = off` (or no state dir). */
+  private readonly workers: ConsoleWorkerManager | undefined;
 
   /**
-   * @param config - `[classifier]`: rake, rakefile, rails_env, cwd, timeout
-   * @param runner - runs rake (src/exec)
-   * @param logger - task names and outcomes are logged at debug level (never argument values)
+   * @param config - `[classifier]`: rake, rakefile, rails_env, cwd, timeout, worker, ruby, worker_*
+   * @param runner - runs rake processes (src/exec)
+   * @param options - logger, state directory (for the worker), worker spawner, clock
    */
   constructor(
     private readonly config: Config['classifier'],
     private readonly runner: CommandRunner,
-    private readonly logger?: Logger,
-  ) {}
+    options: DashboardRakeOptions = {},
+  ) {
+    this.logger = options.logger;
+    if (config.worker && options.stateDir !== undefined) {
+      this.workers = new ConsoleWorkerManager({
+        settings: {
+          ruby: config.ruby,
+          rakefile: config.rakefile,
+          railsEnv: config.railsEnv,
+          cwd: config.cwd,
+          timeoutMs: config.timeoutMs,
+          maxTasks: config.workerMaxTasks,
+          maxAgeMs: config.workerMaxAgeMs,
+          idleRefreshMs: config.workerIdleRefreshMs,
+        },
+        scriptDir: options.stateDir,
+        spawner: options.spawner ?? new ExecaWorkerSpawner(options.logger),
+        runProcess: (task, args) => this.rakeProcess(task, args),
+        ...(options.logger === undefined ? {} : { logger: options.logger }),
+        ...(options.now === undefined ? {} : { now: options.now }),
+      });
+    }
+  }
 
   /**
-   * Runs one rake task.
+   * Starts (and checks) the console worker, when it is on; never throws.
+   *
+   * @returns `{ worker: <state>, worker_pid?, worker_reason? }` for the start-up log
+   */
+  async start(): Promise<Record<string, unknown>> {
+    if (this.workers === undefined) return { worker: this.config.worker ? 'off (no state directory)' : 'off' };
+    const status = await this.workers.warmUp();
+    return { worker: status.state, ...(status.pid === undefined ? {} : { worker_pid: status.pid }), ...(status.reason === undefined ? {} : { worker_reason: status.reason }) };
+  }
+
+  /** Ends the console worker, if any; later calls run processes. */
+  async close(): Promise<void> {
+    await this.workers?.close();
+  }
+
+  /** The console worker's state (`off` when it is not used). */
+  workerStatus(): ConsoleWorkerStatus | { state: 'off' } {
+    return this.workers?.status() ?? { state: 'off' };
+  }
+
+  /**
+   * Runs one rake task: in the console worker when there is one (not `-T`), else as its own
+   * process. Both give the same answer.
    *
    * @param task - e.g. `node:add`, or `-T` for the task list
    * @param args - `key=value` arguments, each its own argv element
-   * @throws {@link ClassifierError} `timeout` or `unavailable`
+   * @throws {@link ClassifierError} `timeout`, `unavailable` or `interrupted`
    */
   async rake(task: string, args: Readonly<Record<string, string>> = {}): Promise<RakeOutput> {
-    const argv = ['-s', '-f', this.config.rakefile, `RAILS_ENV=${this.config.railsEnv}`, task];
-    for (const [key, value] of Object.entries(args)) argv.push(`${key}=${value}`);
+    const argv = Object.entries(args).map(([key, value]) => `${key}=${value}`);
+    const started = process.hrtime.bigint();
+    const result =
+      this.workers !== undefined && task !== '-T'
+        ? await this.workers.run(task, argv, READ_ONLY_TASKS.has(task))
+        : await this.rakeProcess(task, argv);
+    const drop = (text: string): string =>
+      text
+        .split('\n')
+        .filter((line) => !RAKE_IN_DIRECTORY_LINE.test(line))
+        .join('\n');
+    const ms = Number((process.hrtime.bigint() - started) / 1_000_000n);
+    this.logger?.debug({ task, exit: result.exitCode, ms }, 'console task finished');
+    return { exitCode: result.exitCode, stdout: drop(result.stdout), stderr: drop(result.stderr) };
+  }
+
+  /**
+   * Runs one rake task as its own process: `rake -s -f <Rakefile> RAILS_ENV=<env> <task> <args…>`.
+   * The answer is raw (rake's `(in …)` lines kept).
+   *
+   * @param task - the task (or `-T`)
+   * @param args - `key=value` argv elements
+   * @throws {@link ClassifierError} `timeout` or `unavailable`
+   */
+  async rakeProcess(task: string, args: readonly string[]): Promise<RakeOutput> {
+    const argv = ['-s', '-f', this.config.rakefile, `RAILS_ENV=${this.config.railsEnv}`, task, ...args];
     const result = await runBackendCommand(
       this.runner,
       { file: this.config.rake, args: argv, cwd: this.config.cwd, timeoutMs: this.config.timeoutMs, env: { RAILS_ENV: this.config.railsEnv } },
       `the console's rake ${task}`,
       (failure, message, output) => new ClassifierError(failure, message, consoleOutput({ exitCode: -1, stdout: output ?? '', stderr: '' })),
     );
-    const drop = (text: string): string =>
-      text
-        .split('\n')
-        .filter((line) => !RAKE_IN_DIRECTORY_LINE.test(line))
-        .join('\n');
-    this.logger?.debug({ task, exit: result.exitCode, ms: result.durationMs }, 'console task finished');
-    return { exitCode: result.exitCode, stdout: drop(result.stdout), stderr: drop(result.stderr) };
+    return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr };
   }
 
   /**

@@ -15,13 +15,14 @@ import { SandboxClassifier } from './sandbox.js';
  *
  * @param config - `[classifier]`
  * @param runner - runs the backend's commands (the sandbox runs none)
- * @param stateDir - `[state] dir`: the sandbox keeps its console under `<stateDir>/sandbox/`
+ * @param stateDir - `[state] dir`: the sandbox keeps its console under `<stateDir>/sandbox/`;
+ *   dashboard-rake writes its console worker program there
  * @param logger - the daemon's logger
  */
 export function createClassifier(config: Config['classifier'], runner: CommandRunner, stateDir: string, logger?: Logger): Classifier {
   switch (config.backend) {
     case 'dashboard-rake':
-      return new DashboardRakeClassifier(config, runner, logger);
+      return new DashboardRakeClassifier(config, runner, { stateDir, ...(logger === undefined ? {} : { logger }) });
     case 'sandbox':
       return new SandboxClassifier(stateDir, logger === undefined ? {} : { logger });
   }

@@ -16,6 +16,7 @@ import {
   NodeExistsError,
   type Classifier,
 } from '../classifier/classifier.js';
+import { outcomeUnknown } from '../backend.js';
 import type { Logger } from '../logger.js';
 import type { NodeRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
@@ -163,9 +164,9 @@ export class NodeService {
           await this.ledger.remove('node', name);
           throw new ServiceError('node_exists', `a node named ${name} exists in the console: ${err.output}`);
         }
-        if (err instanceof ClassifierError && err.failure === 'timeout') {
+        if (err instanceof ClassifierError && outcomeUnknown(err.failure)) {
           await this.ledger.markUncertain('node', name);
-          this.options.logger?.warn({ node: name }, 'node:add timed out: ownership uncertain');
+          this.options.logger?.warn({ node: name, failure: err.failure }, 'node:add timed out or was interrupted: ownership uncertain');
         } else {
           await this.ledger.remove('node', name);
         }
@@ -250,9 +251,9 @@ export class NodeService {
         outcome = await this.classifier.deleteNode(name);
         await this.options.afterBackend?.();
       } catch (err) {
-        // A clean refusal leaves the node as it was; a timeout leaves it `deleting` (it may be
-        // gone): either way deleting again is safe.
-        if (!(err instanceof ClassifierError && err.failure === 'timeout')) await this.ledger.commit('node', name);
+        // A clean refusal leaves the node as it was; a timeout or an interruption leaves it
+        // `deleting` (it may be gone): either way deleting again is safe.
+        if (!(err instanceof ClassifierError && outcomeUnknown(err.failure))) await this.ledger.commit('node', name);
         throw backendProblem(err, `deleting node ${name}`);
       }
       await this.ledger.remove('node', name);

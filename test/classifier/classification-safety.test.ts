@@ -1,13 +1,14 @@
 /**
  * Classification safety (issue #3): bad input never reaches rake, espm's own environment
- * never reaches the console, uncertain ownership refuses deletion, `espm ledger` resolves it.
+ * never reaches the console, uncertain ownership refuses deletion, `espm ledger` resolves it —
+ * with the warm console worker and with one rake process per call (issue #9).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { Ledger } from '../../src/ownership/ledger.js';
-import { ConsoleDouble, findRake } from '../support/console.js';
+import { ConsoleDouble, findRake, WORKER_MODES } from '../support/console.js';
 import { apiClient, setUpDir, startEspm, type RunningEspm } from '../support/espm.js';
 import { CountingRunner } from '../support/runner.js';
 
@@ -16,7 +17,7 @@ const rake = await findRake();
 if (rake === undefined) console.warn('SKIPPING classification safety tests: rake is not installed (apt-get install ruby rake)');
 const describeWithRake = rake === undefined ? describe.skip : describe;
 
-describeWithRake('classification safety', () => {
+describeWithRake.each(WORKER_MODES)('classification safety (%s)', (mode) => {
   let console: ConsoleDouble;
   beforeEach(async () => {
     console = await ConsoleDouble.create({ version: '1.2.10' });
@@ -28,8 +29,8 @@ describeWithRake('classification safety', () => {
     let runner: CountingRunner;
     beforeEach(async () => {
       runner = new CountingRunner();
-      espm = await startEspm({ classifier: console.classifierConfig(rake!) }, { runner });
-      // Let the start-up console check finish so it is not counted below.
+      espm = await startEspm({ classifier: console.classifierConfig(rake!, mode) }, { runner });
+      // Let the start-up console check (and worker warm-up) finish so it is not counted below.
       await waitFor(() => espm.logs.text().includes('console found'));
     });
     afterEach(() => espm.stop());
@@ -51,6 +52,7 @@ describeWithRake('classification safety', () => {
       ['an array body', [{ name: 'a.example.test' }]],
     ])('400 invalid_request for %s, before any process runs', async (_what, body) => {
       const before = runner.count;
+      await console.clearInvocations();
       const ledgerBefore = await readFile(join(espm.config.state.dir, 'ledger.json'), 'utf8').catch(() => 'absent');
       const res = await apiClient(espm).post('/v1/nodes', body);
       expect(res.status).toBe(400);
@@ -58,11 +60,13 @@ describeWithRake('classification safety', () => {
       expect(res.body.code).toBe('invalid_request');
       expect(res.body.detail).toMatch(/^(invalid node: |the body must be a JSON object)/);
       expect(runner.count).toBe(before);
+      expect(await console.tasksRun()).toEqual([]);
       expect(await readFile(join(espm.config.state.dir, 'ledger.json'), 'utf8').catch(() => 'absent')).toBe(ledgerBefore);
     });
 
     it('415 for a body that is not JSON; 400 for invalid path names; nothing spawned', async () => {
       const before = runner.count;
+      await console.clearInvocations();
       const form = await apiClient(espm).post('/v1/nodes', 'name=a.example.test').type('form');
       expect(form.status).toBe(415);
       expect(form.body.code).toBe('unsupported_media_type');
@@ -71,6 +75,7 @@ describeWithRake('classification safety', () => {
         expect((await apiClient(espm).delete(path)).status).toBe(400);
       }
       expect(runner.count).toBe(before);
+      expect(await console.tasksRun()).toEqual([]);
     });
 
     it('a timed-out delete leaves the node `deleting` (write-ahead) and deleting again finishes the job', async () => {
@@ -79,7 +84,7 @@ describeWithRake('classification safety', () => {
       const first = espm;
       await first.server.stop(1000);
       await console.setKnobs({ version: '1.2.10', faults: { 'node:del': { sleep: 5 } } });
-      espm = await startEspm({ classifier: { ...console.classifierConfig(rake!), timeout: 1 } }, { runner, setup: first.setup });
+      espm = await startEspm({ classifier: { ...console.classifierConfig(rake!, mode), timeout: 1 } }, { runner, setup: first.setup });
       const restarted = espm;
       espm = { ...restarted, stop: async () => { await restarted.stop(); await first.setup.remove(); } };
       const timedOut = await apiClient(espm).delete(`/v1/nodes/${name}`);
@@ -92,7 +97,7 @@ describeWithRake('classification safety', () => {
       expect(await console.node(name)).toBeUndefined();
     }, 30_000);
 
-    it('concurrent list requests on a cold cache share one rake process', async () => {
+    it('concurrent list requests on a cold cache share one rake task', async () => {
       await console.clearInvocations();
       const answers = await Promise.all(Array.from({ length: 10 }, () => apiClient(espm).get('/v1/classes')));
       expect(answers.map((a) => a.status)).toEqual(Array(10).fill(200));
@@ -103,7 +108,7 @@ describeWithRake('classification safety', () => {
   it('espm started with name/groups/classes/parameters in its environment never passes them to the console', async () => {
     const setup = await setUpDir();
     try {
-      await setup.editConfig({ classifier: console.classifierConfig(rake!), server: { port: 0 } });
+      await setup.editConfig({ classifier: console.classifierConfig(rake!, mode), server: { port: 0 } });
       // port 0 is refused by config validation: use a fixed free port instead.
       const { createServer } = await import('node:net');
       const probe = createServer().listen(0, '127.0.0.1');
@@ -134,7 +139,11 @@ describeWithRake('classification safety', () => {
         expect(await console.node('evil')).toBeUndefined();
         const starts = (await console.invocations()).filter((i) => i.event === 'start');
         expect(starts.length).toBeGreaterThanOrEqual(3);
-        for (const start of starts) {
+        // Per task too: with the worker, many tasks run in one process, each with its own ENV.
+        const tasks = (await console.taskLog()).filter((i) => i.event === 'task');
+        expect(tasks.map((t) => t.task)).toEqual(expect.arrayContaining(['nodegroup:list', 'node:add']));
+        expect(starts.some((s) => (s.tasks ?? []).includes('node:add'))).toBe(mode === 'process');
+        for (const start of [...starts, ...tasks]) {
           expect(start.inherited_env).toEqual([]);
           for (const [key, value] of Object.entries(start.env ?? {})) {
             if (key !== 'name') expect([key, value]).toEqual([key, null]);
@@ -153,7 +162,7 @@ describeWithRake('classification safety', () => {
   it('a create interrupted by a crash leaves the name uncertain: DELETE → 409 until `espm ledger adopt`', async () => {
     const setup = await setUpDir();
     try {
-      await setup.editConfig({ classifier: console.classifierConfig(rake!) });
+      await setup.editConfig({ classifier: console.classifierConfig(rake!, mode) });
       const stateDir = join(setup.dir, 'var');
       // The crash: the ledger holds the write-ahead entry, the console got the node.
       const ledger = await Ledger.open(stateDir);

@@ -1,10 +1,11 @@
 /**
  * Classification over HTTPS against the console double run by real rake, for every console
- * version the double plays (issue #3).
+ * version the double plays (issue #3), with the warm console worker and with one rake process
+ * per call (issue #9): every behaviour holds both ways.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConsoleDouble, CONSOLE_VERSIONS, findRake } from '../support/console.js';
+import { ConsoleDouble, CONSOLE_VERSIONS, findRake, WORKER_MODES } from '../support/console.js';
 import { apiClient, startEspm, type RunningEspm } from '../support/espm.js';
 import { CountingRunner } from '../support/runner.js';
 
@@ -17,7 +18,9 @@ const describeWithRake = rake === undefined ? describe.skip : describe;
 /** Pre-existing nodes of the double's seed (a PE 2.5 console): espm did not create them. */
 const PRE_EXISTING = ['master.example.com', 'db01.example.com', 'web-legacy.example.com'];
 
-describeWithRake.each(CONSOLE_VERSIONS)('classification against puppet-dashboard %s', (version) => {
+const CASES = WORKER_MODES.flatMap((mode) => CONSOLE_VERSIONS.map((version) => [mode, version] as const));
+
+describeWithRake.each(CASES)('classification (%s) against puppet-dashboard %s', (mode, version) => {
   const supportsParameters = version !== '1.2.6';
   const carriesCommas = version === '2.0';
   let console: ConsoleDouble;
@@ -28,7 +31,7 @@ describeWithRake.each(CONSOLE_VERSIONS)('classification against puppet-dashboard
   beforeAll(async () => {
     console = await ConsoleDouble.create({ version });
     runner = new CountingRunner();
-    espm = await startEspm({ classifier: console.classifierConfig(rake!) }, { runner });
+    espm = await startEspm({ classifier: console.classifierConfig(rake!, mode) }, { runner });
     api = apiClient(espm);
   });
   afterAll(async () => {
@@ -50,7 +53,7 @@ describeWithRake.each(CONSOLE_VERSIONS)('classification against puppet-dashboard
     }
   });
 
-  it('serves lists from the cache with an ETag, 304 on If-None-Match, a new process on ?refresh=true', async () => {
+  it('serves lists from the cache with an ETag, 304 on If-None-Match, a new task on ?refresh=true', async () => {
     const first = await api.get('/v1/groups');
     const etag = first.headers['etag'] as string;
     expect(etag).toMatch(/^"[0-9a-f]{32}"$/);
@@ -64,7 +67,7 @@ describeWithRake.each(CONSOLE_VERSIONS)('classification against puppet-dashboard
     expect(await console.tasksRun()).toEqual(['nodegroup:list']);
   });
 
-  it('creates a node with groups, classes (and parameters) in exactly 1 (or 2) rake processes', async () => {
+  it('creates a node with groups, classes (and parameters) in exactly 1 (or 2) rake tasks', async () => {
     await api.get('/v1/groups');
     await api.get('/v1/classes');
     await console.clearInvocations();
@@ -90,13 +93,22 @@ describeWithRake.each(CONSOLE_VERSIONS)('classification against puppet-dashboard
     expect(stored!.parameters).toEqual(Object.entries(parameters));
     const tasks = (await console.tasksRun()).filter((t) => t !== '-T');
     expect(tasks).toEqual(supportsParameters ? ['node:add', carriesCommas ? 'node:variables' : 'node:parameters'] : ['node:add']);
+    // With the worker, both tasks ran in the one warm process: no rake process was started.
+    const pids = new Set((await console.taskLog()).map((t) => t.pid));
+    if (mode === 'worker') {
+      expect(await console.processesRun()).toEqual([]);
+      expect(pids.size).toBe(1);
+    } else {
+      expect(await console.processesRun()).toEqual(tasks);
+      expect(pids.size).toBe(tasks.length);
+    }
 
     const again = await api.get(`/v1/nodes/${name}`);
     expect(again.status).toBe(200);
     expect(again.body).toEqual(res.body);
   });
 
-  it('creates a node with neither groups nor classes in one process', async () => {
+  it('creates a node with neither groups nor classes in one task', async () => {
     await console.clearInvocations();
     const res = await api.post('/v1/nodes', { name: `bare-${version.replace(/\./g, '')}.example.test` });
     expect(res.status).toBe(201);
@@ -118,10 +130,12 @@ describeWithRake.each(CONSOLE_VERSIONS)('classification against puppet-dashboard
     const name = `dup-${version.replace(/\./g, '')}.example.test`;
     expect((await api.post('/v1/nodes', { name })).status).toBe(201);
     const before = runner.count;
+    await console.clearInvocations();
     const res = await api.post('/v1/nodes', { name, classes: ['ntp'] });
     expect(res.status).toBe(409);
     expect(res.body.code).toBe('node_exists');
     expect(runner.count).toBe(before);
+    expect(await console.tasksRun()).toEqual([]);
   });
 
   it('422 listing unknown groups and classes; nothing is spawned after the list check', async () => {
@@ -219,12 +233,14 @@ describeWithRake.each(CONSOLE_VERSIONS)('classification against puppet-dashboard
   it('a timed-out node:add is 504 and leaves the name uncertain: DELETE refuses with 409', async () => {
     await espm.stop();
     console = await ConsoleDouble.create({ version, faults: { 'node:add': { sleep: 5 } } });
-    espm = await startEspm({ classifier: { ...console.classifierConfig(rake!), timeout: 1 } }, { runner });
+    espm = await startEspm({ classifier: { ...console.classifierConfig(rake!, mode), timeout: 1 } }, { runner });
     api = apiClient(espm);
     const name = `slow-${version.replace(/\./g, '')}.example.test`;
     const res = await api.post('/v1/nodes', { name });
     expect(res.status).toBe(504);
     expect(res.body.code).toBe('backend_timeout');
+    // With the worker, node:add timed out inside it (no rake process ran it).
+    expect((await console.processesRun()).includes('node:add')).toBe(mode === 'process');
     const del = await api.delete(`/v1/nodes/${name}`);
     expect(del.status).toBe(409);
     expect(del.body.code).toBe('ownership_uncertain');

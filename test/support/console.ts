@@ -4,7 +4,7 @@
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 
@@ -37,17 +37,33 @@ export interface StoredNode {
   parameters: Array<[string, string]>;
 }
 
-/** One line of the double's invocation log. */
+/** One line of the double's invocation log (per process) or task log (per task). */
 export interface Invocation {
-  event: 'start' | 'end';
+  /** `start`/`end`: a rake process (invocations.log); `task`/`task_end`: a task (tasks.log). */
+  event: 'start' | 'end' | 'task' | 'task_end';
   pid: number;
+  ppid?: number;
   ts: number;
+  /** `end`/`task_end`: when the process or task started. */
+  start_ts?: number;
+  duration_ms?: number;
+  /** `start`: rake's top-level tasks. */
   tasks?: string[];
+  /** `start`: true for `rake -T`. */
+  list_tasks?: boolean;
+  /** `task`/`task_end`: the task. */
+  task?: string;
   args?: Record<string, string>;
   env?: Record<string, string | null>;
   inherited_env?: string[];
   status?: number;
+  error?: string;
 }
+
+/** How espm runs the double's tasks: the warm console worker, or one process per call. */
+export type WorkerMode = 'worker' | 'process';
+/** Both modes, for `describe.each`. */
+export const WORKER_MODES: readonly WorkerMode[] = ['worker', 'process'];
 
 /** A console double directory. */
 export class ConsoleDouble {
@@ -65,9 +81,19 @@ export class ConsoleDouble {
     await writeFile(join(this.dir, 'knobs.json'), JSON.stringify(knobs));
   }
 
-  /** The `[classifier]` keys pointing espm at this console. */
-  classifierConfig(rake: string): Record<string, string | number> {
-    return { rake, rakefile: CONSOLE_RAKEFILE, cwd: this.dir, rails_env: 'production' };
+  /**
+   * The `[classifier]` keys pointing espm at this console: the given rake, the Ruby beside it,
+   * and the worker on or off (default off: one process per call).
+   */
+  classifierConfig(rake: string, mode: WorkerMode = 'process'): Record<string, string | number> {
+    return {
+      rake,
+      rakefile: CONSOLE_RAKEFILE,
+      cwd: this.dir,
+      rails_env: 'production',
+      worker: mode === 'worker' ? 'on' : 'off',
+      ruby: join(dirname(rake), 'ruby'),
+    };
   }
 
   /** The store, as rake left it (seeded first if no task ran yet). */
@@ -87,26 +113,46 @@ export class ConsoleDouble {
     return (await this.store()).nodes.find((n) => n.name === name);
   }
 
-  /** The invocation log's lines. */
+  /** The invocation log's lines (one `start` and one `end` per rake process). */
   async invocations(): Promise<Invocation[]> {
-    const text = await readFile(join(this.dir, 'invocations.log'), 'utf8').catch(() => '');
-    return text
-      .split('\n')
-      .filter((l) => l !== '')
-      .map((l) => JSON.parse(l) as Invocation);
+    return readLog(join(this.dir, 'invocations.log'));
   }
 
-  /** The tasks of every rake process started (one entry per process). */
+  /** The task log's lines (one `task` and one `task_end` per task invocation). */
+  async taskLog(): Promise<Invocation[]> {
+    return readLog(join(this.dir, 'tasks.log'));
+  }
+
+  /**
+   * Every task run, in order: one entry per task invocation (whether in its own rake process
+   * or in the console worker), plus `-T` for each `rake -T` process.
+   */
   async tasksRun(): Promise<string[]> {
+    const listings = (await this.invocations()).filter((i) => i.event === 'start' && i.list_tasks === true);
+    const tasks = (await this.taskLog()).filter((i) => i.event === 'task');
+    return [...listings, ...tasks].sort((a, b) => a.ts - b.ts).map((i) => i.task ?? '-T');
+  }
+
+  /** The tasks of every rake process started (one entry per process; `-T` for a listing). */
+  async processesRun(): Promise<string[]> {
     return (await this.invocations()).filter((i) => i.event === 'start').map((i) => (i.tasks ?? []).join(' ') || '-T');
   }
 
-  /** Empties the invocation log. */
+  /** Empties the invocation and task logs. */
   async clearInvocations(): Promise<void> {
     await writeFile(join(this.dir, 'invocations.log'), '');
+    await writeFile(join(this.dir, 'tasks.log'), '');
   }
 
   async remove(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+async function readLog(path: string): Promise<Invocation[]> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Invocation);
 }
