@@ -222,6 +222,39 @@ describe('espm_setup and espm, as a new operator runs them', () => {
     }
   });
 
+  it('SIGTERM while several backend commands run drains them all and exits 0', async () => {
+    const port = await freePort();
+    await execa(ESPM_SETUP, ['-d', dir, '--state-dir', join(dir, 'var'), '--hostname', 'localhost', '--ip', '127.0.0.1', '--host', '127.0.0.1', '-p', String(port)]);
+    const fs = await import('node:fs/promises');
+    const slowRake = join(dir, 'slow-rake');
+    await fs.writeFile(slowRake, '#!/bin/sh\nsleep 2\necho default\n', { mode: 0o755 });
+    const text = (await readFile(join(dir, 'espm.ini'), 'utf8'))
+      .replace(/^rake = .*$/m, `rake = ${slowRake}`)
+      .replace(/^cwd = .*$/m, `cwd = ${dir}`)
+      .replace(/^worker = .*$/m, 'worker = off');
+    await fs.writeFile(join(dir, 'espm.ini'), text, { mode: 0o600 });
+    const { psk, certificate } = await (async () => {
+      const lines = (await readFile(join(dir, 'espm.ini'), 'utf8')).match(/^psk = (.*)$/m)!;
+      return { psk: lines[1]!, certificate: await readFile(join(dir, 'certs', 'espm.crt'), 'utf8') };
+    })();
+    const espm = execa(ESPM, ['-c', join(dir, 'espm.ini')], { reject: false });
+    let out = '';
+    espm.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => out.includes('"msg":"listening"'));
+      await waitFor(() => out.includes('console'), 15_000);
+      const calls = ['/v1/groups', '/v1/classes', '/v1/groups?refresh=true'].map((path) => call(port, path, { ca: certificate, psk }));
+      await new Promise((r) => setTimeout(r, 500));
+      espm.kill('SIGTERM');
+      const answers = await Promise.all(calls);
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+      const result = await espm;
+      expect([result.exitCode, result.signal]).toEqual([0, undefined]);
+    } finally {
+      espm.kill('SIGKILL');
+    }
+  }, 30_000);
+
   it('espm exits 1 with a clear message when the port is taken', async () => {
     const blocker = createServer();
     blocker.listen(0, '127.0.0.1');
