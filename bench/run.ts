@@ -56,7 +56,7 @@ export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca'] as co
  */
 export async function launchBurstBench(maxMinutes = 4): Promise<BenchResult> {
   const launches = 50;
-  const args = ['bench/launch-burst.ts', '--launches', String(launches), '--boot', '1', '--concurrency', '50', '--modes', 'worker,process', '--max-minutes', String(maxMinutes), '--no-results'];
+  const args = ['bench/launch-burst.ts', '--launches', String(launches), '--boot', '10', '--concurrency', '50', '--modes', 'worker,process', '--max-minutes', String(maxMinutes), '--no-results'];
   const result: BenchResult = {
     name: 'burst',
     title: '3. Launch burst (bench/launch-burst.ts)',
