@@ -8,8 +8,8 @@
  *
  * 1. bench/overhead.ts — espm vs the same backend command run directly (doubles, zero sleep)
  * 2. bench/discovery.ts — 200 concurrent lists against a 2 s console; answers/s from the cache
- * 3. bench/launch-burst.ts — launch burst (another engineer's bench for the console worker; run
- *    as a child process with `--boot 1`, i.e. the console at 1 s per call)
+ * 3. bench/launch-burst.ts — launch burst, console worker on vs off (run as a child process with
+ *    `--boot 10`: the console's Rails boot takes 10 s, issue #9)
  * 4. bench/startup.ts — spawn → first /healthz, idle RSS
  * 5. bench/ca.ts — puppetserver-ca vs puppetserver-api on a real puppetserver (skipped, with
  *    the reason, when it is not installed)
@@ -49,8 +49,8 @@ export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca'] as co
 
 /**
  * Bench 3 through bench/launch-burst.ts (run as a child: it is a script, and exits when done):
- * 50 launches, all in flight, console double with `boot_sleep: 1` (every rake process — so
- * every call without the worker — takes 1 s more), worker and process modes.
+ * 50 launches, all in flight, console double with `boot_sleep: 10` (every rake process — so
+ * every call without the worker — takes 10 s more), worker and process modes.
  *
  * @param maxMinutes - the child is killed after this long (plus a minute)
  */
