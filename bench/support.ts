@@ -16,6 +16,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setUpDir, type SetUpDir } from '../test/support/espm.js';
+import { freePort } from '../test/support/net.js';
 
 /** The repository root. */
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -99,16 +100,6 @@ export function monotonicUs(): number {
 /** Milliseconds since `start` (a `process.hrtime.bigint()`), with µs resolution. */
 export function msSince(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e6;
-}
-
-/** A TCP port that was free on 127.0.0.1 a moment ago. */
-export async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as { port: number }).port;
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 /** The machine, for RESULTS.md: cores, memory, OS, Node, load average now. */
@@ -485,3 +476,5 @@ export function runAlone(metaUrl: string, main: () => Promise<BenchResult>): voi
     },
   );
 }
+
+export { freePort };

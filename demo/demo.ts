@@ -23,7 +23,6 @@ import { rmSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
@@ -35,6 +34,8 @@ import { SandboxCertificateAuthority } from '../src/ca/sandbox.js';
 import { SandboxClassifier } from '../src/classifier/sandbox.js';
 import { CONSOLE_EXTERNAL_NODE, CONSOLE_RAKEFILE, ConsoleDouble, findRake } from '../test/support/console.js';
 import { PUPPETSERVER_BIN, puppetserverAvailable, startPuppetserver, type RealPuppetserver } from '../test/support/puppetserver.js';
+import { freePort } from '../test/support/net.js';
+import type { IssuedCertificateBody } from '../src/service/certificates.js';
 
 // ---------------------------------------------------------------------------------------------
 // constants
@@ -166,18 +167,6 @@ function cleanupAll(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // small helpers
 
-/** A TCP port that was free on 127.0.0.1 a moment ago (for espm). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 /** Polls `condition` every 25 ms; rejects after `timeoutMs`. */
 async function waitFor(condition: () => boolean, what: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -281,15 +270,8 @@ interface Answer {
   ms: number;
 }
 
-/** The certificate issued by `POST /v1/certificates`. */
-interface Issued {
-  certname: string;
-  certificate: string;
-  private_key: string;
-  ca_certificate: string;
-  fingerprint_sha256: string;
-  not_after: string;
-}
+/** The certificate issued by `POST /v1/certificates` (the service's answer shape). */
+type Issued = IssuedCertificateBody;
 
 /** The platform's side: one connection per call, espm's certificate the only trusted CA. */
 class Platform {

@@ -12,19 +12,11 @@ import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import ini from 'ini';
 import { generatePsk } from '../../src/setup/psk.js';
+import { freePort } from '../support/net.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ESPM = join(ROOT, 'bin', 'espm');
 const ESPM_SETUP = join(ROOT, 'bin', 'espm_setup');
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  return port;
-}
 
 /** Output of espm_setup, split as an operator reads it. */
 function parseAnnouncement(stdout: string): { psk: string; certificate: string; fingerprint: string } {

@@ -14,11 +14,9 @@
  * Never prints the PSK or a private key.
  */
 import { X509Certificate } from 'node:crypto';
-import { once } from 'node:events';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
@@ -28,6 +26,7 @@ import ini from 'ini';
 import { revokedSerials } from '../support/ca.js';
 import { CONSOLE_EXTERNAL_NODE, CONSOLE_RAKEFILE, ConsoleDouble, findRake, type StoredNode } from '../support/console.js';
 import { puppetserverAvailable, startPuppetserver, type RealPuppetserver } from '../support/puppetserver.js';
+import { freePort } from '../support/net.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ESPM = join(ROOT, 'bin', 'espm');
@@ -60,15 +59,6 @@ async function timed<T>(label: string, fn: () => Promise<T>): Promise<T> {
   } finally {
     timings.push([label, Date.now() - start]);
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  return port;
 }
 
 async function waitFor(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {

@@ -16,11 +16,11 @@ import { once } from 'node:events';
 import { constants } from 'node:fs';
 import { access, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+import { freePort } from '../support/net.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ESPM = join(ROOT, 'bin', 'espm');
@@ -64,16 +64,6 @@ function itWith(tool: keyof typeof TOOLS): (name: string, fn: jest.ProvidesCallb
     console.warn(`init-systems: skipping "${name}": ${tool} is not on PATH (Debian package ${TOOLS[tool].pkg})`);
     it.skip(name, fn, timeout);
   };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 /** An espm set up by bin/espm_setup in a temp dir, listening on 127.0.0.1:<free port>. */

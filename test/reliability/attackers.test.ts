@@ -10,7 +10,6 @@
 import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { access, chmod, readFile } from 'node:fs/promises';
-import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer, type SecureVersion } from 'node:tls';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +17,7 @@ import { execa } from 'execa';
 import { accessSettings, pskMatches } from '../../src/http/access.js';
 import { setUpDir, startEspm, type RunningEspm, type SetUpDir } from '../support/espm.js';
 import { rawRequest, type RawAnswer } from './support.js';
+import { freePort } from '../support/net.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ESPM = join(ROOT, 'bin', 'espm');
@@ -41,14 +41,6 @@ function guess(length: number): string {
   const value = randomBytes(length).toString('base64url').slice(0, length);
   secrets.push(value);
   return value;
-}
-
-async function freePort(): Promise<number> {
-  const server = createNetServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  return port;
 }
 
 /** A TLS handshake pinned to `ca` with exactly one protocol version: the protocol, or the error. */

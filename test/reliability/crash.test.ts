@@ -7,9 +7,7 @@
  *
  * ESPM_CRASH_CYCLES overrides the number of cycles (default 200).
  */
-import { once } from 'node:events';
 import { readdir, readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
@@ -19,6 +17,7 @@ import { Ledger } from '../../src/ownership/ledger.js';
 import { PuppetCertMaster, revokedSerials } from '../support/ca.js';
 import { ConsoleDouble, findRake } from '../support/console.js';
 import { setUpDir, type SetUpDir } from '../support/espm.js';
+import { freePort } from '../support/net.js';
 
 const ESPM = fileURLToPath(new URL('../../bin/espm', import.meta.url));
 const CYCLES = Number(process.env['ESPM_CRASH_CYCLES'] ?? 200);
@@ -29,14 +28,6 @@ const PRE_EXISTING_CERT = 'pre.example.test';
 const rake = await findRake();
 if (rake === undefined) console.warn('SKIPPING crash-consistency test: rake/ruby are not installed (apt-get install ruby rake)');
 const describeWithRake = rake === undefined ? describe.skip : describe;
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  return port;
-}
 
 const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
