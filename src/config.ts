@@ -119,6 +119,8 @@ export const DEFAULTS = {
     keep_private_keys: false,
     /** bits: RSA key size of node keys made in process (puppetserver-api), as `puppetserver ca generate` */
     key_bits: 4096,
+    /** node keys the puppetserver-api backend keeps generated ahead of need (memory only); 0 = none */
+    key_pool: 10,
   },
   state: { dir: '/opt/espm/var' },
   log: { level: 'info' as (typeof LOG_LEVELS)[number], format: 'json' as (typeof LOG_FORMATS)[number] },
@@ -197,6 +199,8 @@ export interface Config {
     readonly keepPrivateKeys: boolean;
     /** RSA modulus size of the node keys the puppetserver-api backend generates, bits (2048–16384). */
     readonly keyBits: number;
+    /** puppetserver-api: node keys kept generated ahead of need, in memory only (0–100; 0 = generate per issue). */
+    readonly keyPool: number;
     /** puppetserver-api: the CA server, `https://HOST[:PORT]`; undefined = puppet's `ca_server`/`ca_port`. */
     readonly apiUrl: string | undefined;
     /** puppetserver-api: absolute path of the PEM client certificate; undefined = puppet's `hostcert`. */
@@ -336,6 +340,12 @@ const caSection = z.strictObject({
     .min(2048, 'must be at least 2048 bits')
     .max(16384, 'must be at most 16384 bits')
     .default(DEFAULTS.ca.key_bits),
+  key_pool: z.coerce
+    .number()
+    .int('must be a whole number of keys')
+    .min(0, 'must be 0 (no pool) or more')
+    .max(100, 'must be at most 100 keys')
+    .default(DEFAULTS.ca.key_pool),
   api_url: z
     .string()
     .trim()
@@ -420,6 +430,7 @@ export function parseConfig(parsed: unknown, path: string): Config {
       timeoutMs: c.ca.timeout * 1000,
       keepPrivateKeys: c.ca.keep_private_keys,
       keyBits: c.ca.key_bits,
+      keyPool: c.ca.key_pool,
       apiUrl: c.ca.api_url === undefined || c.ca.api_url === '' ? undefined : new URL(c.ca.api_url).origin,
       apiCert: c.ca.api_cert === '' ? undefined : c.ca.api_cert,
       apiKey: c.ca.api_key === '' ? undefined : c.ca.api_key,

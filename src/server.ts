@@ -9,6 +9,7 @@ import { createSecureContext } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { assertPrivateFile, ConfigError, HTTP_LIMITS, loadConfig, type Config } from './config.js';
+import type { CertificateAuthority } from './ca/authority.js';
 import { createCertificateAuthority } from './ca/index.js';
 import { createClassifier } from './classifier/index.js';
 import { SANDBOX_DIR } from './classifier/sandbox.js';
@@ -84,6 +85,7 @@ export class EspmServer {
     private readonly ledger: Ledger,
     access: AccessSettings,
     private readonly classifier: Classifier,
+    private readonly ca: CertificateAuthority,
   ) {
     this.access = access;
   }
@@ -112,8 +114,9 @@ export class EspmServer {
       logger,
       ...(afterBackend === undefined ? {} : { afterBackend }),
     });
+    const ca = createCertificateAuthority(config.ca, runner, config.state.dir, logger);
     const certificates = new CertificateService(
-      createCertificateAuthority(config.ca, runner, config.state.dir, logger),
+      ca,
       ledger,
       logger,
       afterBackend,
@@ -134,7 +137,7 @@ export class EspmServer {
       }),
     });
     const https = createServer({ ...tls, minVersion: HTTP_LIMITS.minTlsVersion }, app);
-    server = new EspmServer(config, https, logger, ledger, accessSettings(config.server.psk, config.server.allow), classifier);
+    server = new EspmServer(config, https, logger, ledger, accessSettings(config.server.psk, config.server.allow), classifier, ca);
     try {
       await new Promise<void>((resolve, reject) => {
         https.once('error', reject);
@@ -155,6 +158,7 @@ export class EspmServer {
       (err: unknown) =>
         logger.warn({ classifier: classifier.backend, error: (err as Error).message }, 'console not usable; classification calls will fail until it is'),
     );
+    ca.start?.();
     https.on('clientError', (err: NodeJS.ErrnoException, socket) => answerUnparsableRequest(err, socket));
     https.on('tlsClientError', (err, socket) => {
       logger.debug({ remote: socket.remoteAddress, error: err.message }, 'TLS handshake failed');
@@ -243,6 +247,7 @@ export class EspmServer {
       await closed;
     }
     await this.classifier.close?.();
+    this.ca.close?.();
     await this.ledger.close();
     this.logger.info('stopped');
     return !cutOff;

@@ -46,6 +46,7 @@ describe('parseConfig', () => {
       timeoutMs: 60_000,
       keepPrivateKeys: false,
       keyBits: 4096,
+      keyPool: 10,
       apiUrl: undefined,
       apiCert: undefined,
       apiKey: undefined,

@@ -62,4 +62,8 @@ export interface CertificateAuthority {
    * @throws {@link CaError}
    */
   currentFingerprint(certname: string): Promise<string | undefined>;
+  /** Optional: background work to begin once espm listens (puppetserver-api: fill its node key pool). */
+  start?(): void;
+  /** Optional: releases what the adapter holds (connections, pre-generated keys) when espm stops. */
+  close?(): void;
 }

@@ -22,25 +22,27 @@
  * - certificate_status and clean need a TLS client certificate carrying `pp_cli_auth`
  *   (auth.conf): the master's own host certificate has it, so it is espm's client identity.
  *
- * The node's RSA key is generated in memory (Node's `crypto.generateKeyPair`), the CSR is built
- * with node-forge and signed with Node's `crypto.sign`; the key is returned once and never
- * written anywhere (the master's ssldir gets nothing from this backend, so
+ * The node's RSA key is generated in memory (Node's `crypto.generateKeyPair`), ahead of need
+ * in a {@link NodeKeyPool} of `[ca] key_pool` keys, so an issue does not wait for a 4096-bit
+ * key generation; the CSR is built with node-forge and signed with Node's `crypto.sign`; the
+ * key is returned once and never written anywhere (the master's ssldir gets nothing from this backend, so
  * `[ca] keep_private_keys` does not apply).
  *
  * @packageDocumentation
  */
-import { createHash, generateKeyPair, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { promisify } from 'node:util';
-import forge from 'node-forge';
+import type ForgeTypes from 'node-forge';
 import { onceUntilFailure } from '../backend.js';
 import type { Config } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from './authority.js';
 import { normaliseFingerprint } from './certificate-info.js';
+import { generateNodeKey, NodeKeyPool, type NodeKeyPair } from './node-key-pool.js';
 import { parseConfigPrint, runCaCommand } from './ssldir.js';
 
 /** Path prefix of the CA API (puppetserver ≥ 6). */
@@ -108,7 +110,6 @@ export interface CertificateStatus {
   fingerprints?: { SHA256?: string };
 }
 
-const generateRsaKeyPair = promisify(generateKeyPair);
 const signAsync = promisify(sign);
 
 /** Colon-separated upper-case hex SHA-256 of `der`. */
@@ -117,27 +118,29 @@ function sha256Fingerprint(der: Buffer): string {
 }
 
 /**
- * Generates a node's RSA key (Node's `crypto.generateKeyPair`, in the thread pool, exponent
- * 65537) and its CSR: subject CN = `certname` (UTF8String, as Puppet's own CSRs), and when
- * `dnsAltNames` is not empty an extensionRequest with subjectAltName `DNS:certname` followed
- * by the alt names (duplicates dropped); signed SHA-256 with RSA (Node's `crypto.sign`).
+ * Builds the CSR of a node whose key is `key`: subject CN = `certname` (UTF8String, as
+ * Puppet's own CSRs), and when `dnsAltNames` is not empty an extensionRequest with
+ * subjectAltName `DNS:certname` followed by the alt names (duplicates dropped); signed SHA-256
+ * with RSA (Node's `crypto.sign`, in the thread pool). node-forge (ASN.1) is loaded at the
+ * first call, so daemons on other backends do not hold it.
  *
  * @param certname - validated certname
  * @param dnsAltNames - validated DNS alt names, possibly empty
- * @param keyBits - RSA modulus size, bits (`[ca] key_bits`)
+ * @param key - the node's key pair (from the {@link NodeKeyPool} or {@link generateNodeKey})
  */
-export async function generateNodeRequest(certname: string, dnsAltNames: readonly string[], keyBits: number): Promise<NodeRequest> {
-  const { privateKey, publicKey } = await generateRsaKeyPair('rsa', { modulusLength: keyBits, publicExponent: 0x10001 });
+export async function buildNodeRequest(certname: string, dnsAltNames: readonly string[], key: NodeKeyPair): Promise<NodeRequest> {
+  const { default: forge } = await import('node-forge');
+  const { privateKey, publicKey } = key;
   const csr = forge.pki.createCertificationRequest();
   csr.publicKey = forge.pki.publicKeyFromPem(publicKey.export({ type: 'spki', format: 'pem' }).toString());
-  csr.setSubject([{ name: 'commonName', value: certname, valueTagClass: forge.asn1.Type.UTF8 as unknown as forge.asn1.Class }]);
+  csr.setSubject([{ name: 'commonName', value: certname, valueTagClass: forge.asn1.Type.UTF8 as unknown as ForgeTypes.asn1.Class }]);
   if (dnsAltNames.length > 0) {
     const names = [...new Set([certname, ...dnsAltNames])];
     csr.setAttributes([
       { name: 'extensionRequest', extensions: [{ name: 'subjectAltName', altNames: names.map((value) => ({ type: 2, value })) }] },
     ]);
   }
-  const pki = forge.pki as typeof forge.pki & { getCertificationRequestInfo(csr: forge.pki.CertificateSigningRequest): forge.asn1.Asn1 };
+  const pki = forge.pki as typeof forge.pki & { getCertificationRequestInfo(csr: ForgeTypes.pki.CertificateSigningRequest): ForgeTypes.asn1.Asn1 };
   const info = pki.getCertificationRequestInfo(csr);
   const signature = await signAsync('sha256', Buffer.from(forge.asn1.toDer(info).getBytes(), 'binary'), privateKey);
   csr.signatureOid = forge.pki.oids['sha256WithRSAEncryption']!;
@@ -151,6 +154,17 @@ export async function generateNodeRequest(certname: string, dnsAltNames: readonl
     csrPem: forge.pki.certificationRequestToPem(csr).replace(/\r\n/g, '\n'),
     csrFingerprint: sha256Fingerprint(der),
   };
+}
+
+/**
+ * Generates a fresh node RSA key ({@link generateNodeKey}) and its CSR ({@link buildNodeRequest}).
+ *
+ * @param certname - validated certname
+ * @param dnsAltNames - validated DNS alt names, possibly empty
+ * @param keyBits - RSA modulus size, bits (`[ca] key_bits`)
+ */
+export async function generateNodeRequest(certname: string, dnsAltNames: readonly string[], keyBits: number): Promise<NodeRequest> {
+  return buildNodeRequest(certname, dnsAltNames, await generateNodeKey(keyBits));
 }
 
 /** A request that got no answer within `[ca] timeout`. */
@@ -177,10 +191,12 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
   readonly resolveSettings: () => Promise<PuppetserverApiSettings>;
   private connection: (() => Promise<Connection>) | undefined;
   private agent: https.Agent | undefined;
+  /** Node keys generated ahead of need (`[ca] key_pool`, `[ca] key_bits`). */
+  readonly keys: NodeKeyPool;
 
   /**
-   * @param config - `[ca]`: api_url, api_cert, api_key, api_ca, key_bits, timeout (per
-   *   request), puppet and config (for the settings look-up)
+   * @param config - `[ca]`: api_url, api_cert, api_key, api_ca, key_bits, key_pool, timeout
+   *   (per request), puppet and config (for the settings look-up)
    * @param runner - runs the one `puppet config print` (src/exec); nothing else is spawned
    * @param logger - outcomes at debug level; never keys
    */
@@ -190,6 +206,12 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
     private readonly logger?: Logger,
   ) {
     this.resolveSettings = onceUntilFailure(() => this.lookupSettings());
+    this.keys = new NodeKeyPool({ size: config.keyPool, keyBits: config.keyBits, ...(logger === undefined ? {} : { logger }) });
+  }
+
+  /** Starts filling the node key pool in the background (espm calls it once listening). */
+  start(): void {
+    this.keys.start();
   }
 
   private async lookupSettings(): Promise<PuppetserverApiSettings> {
@@ -256,8 +278,9 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
     this.agent = undefined;
   }
 
-  /** Closes idle keep-alive connections to the CA. */
+  /** Closes idle keep-alive connections to the CA and drops the keys of the node key pool. */
   close(): void {
+    this.keys.close();
     this.disconnect();
   }
 
@@ -376,7 +399,7 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
     const started = Date.now();
     // The CA certificate first: no state changes yet if the CA is unreachable.
     const caCertificate = await this.fetchPem('ca');
-    const request = await generateNodeRequest(certname, dnsAltNames, this.config.keyBits);
+    const request = await buildNodeRequest(certname, dnsAltNames, await this.keys.take());
     const name = encodeURIComponent(certname);
     let submitted: ApiAnswer;
     try {

@@ -26,7 +26,7 @@ if (!availability.available) {
 const describeWithServer = availability.available ? describe : describe.skip;
 
 /** A `[ca]` config as parseConfig makes it from these INI keys. */
-function caConfig(keys: Record<string, string>): Config['ca'] {
+function caConfig(keys: Record<string, string | number>): Config['ca'] {
   return parseConfig({ server: { cert: '/c.pem', key: '/k.pem', psk: 'p'.repeat(40) }, ca: { backend: 'puppetserver-api', ...keys } }, '/test.ini').ca;
 }
 
@@ -240,6 +240,37 @@ describeWithServer('certificates through the puppetserver CA API (real puppetser
     } finally {
       ca.close();
     }
+  }, 60_000);
+
+  it('[ca] key_pool: keys made after start() are what issues hand out (each once), the pool refills behind them, close() drops them', async () => {
+    const config = caConfig({ ...identity, key_bits: 2048, key_pool: 2 });
+    expect(config.keyPool).toBe(2);
+    const ca = new PuppetserverApiAuthority(config, new CountingRunner());
+    try {
+      expect(ca.keys.available).toBe(0);
+      ca.start();
+      const deadline = Date.now() + 30_000;
+      while (ca.keys.available < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(ca.keys.available).toBe(2);
+      expect(ca.keys.generating).toBe(0);
+      const first = await ca.issue('pool1.example.test', []);
+      // The issue took a ready key (no generation for it) and the background refill started.
+      expect(ca.keys.available + ca.keys.generating).toBe(2);
+      const second = await ca.issue('pool2.example.test', []);
+      const keys = [first, second].map((i) => new X509Certificate(i.certificate).publicKey.export({ type: 'spki', format: 'pem' }));
+      expect(keys[0]).not.toBe(keys[1]);
+      for (const issued of [first, second]) {
+        expect((await opensslChecks({ certificate: issued.certificate, private_key: issued.privateKey, ca_certificate: issued.caCertificate })).keyMatches).toBe(true);
+        expect(new X509Certificate(issued.certificate).publicKey.asymmetricKeyDetails?.modulusLength).toBe(2048);
+      }
+      expect(await ca.revoke('pool1.example.test')).toBe('revoked');
+      expect(await ca.revoke('pool2.example.test')).toBe('revoked');
+    } finally {
+      ca.close();
+    }
+    expect(ca.keys.available).toBe(0);
+    await expect(ca.issue('pool3.example.test', [])).rejects.toThrow(/closed/);
+    expect(caConfig({ ...identity }).keyPool).toBe(10);
   }, 60_000);
 
   it('a CSR the CA has → CertificateExistsError; revoke of a name with only a CSR → absent and the CSR stays', async () => {

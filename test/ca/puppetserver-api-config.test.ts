@@ -26,7 +26,8 @@ describe('[ca] keys of puppetserver-api', () => {
     expect(CA_BACKENDS).toContain('puppetserver-api');
     expect(DEFAULTS.ca.key_bits).toBe(4096);
     const c = parse({ backend: 'puppetserver-api' }).ca;
-    expect(c).toMatchObject({ backend: 'puppetserver-api', keyBits: 4096, apiUrl: undefined, apiCert: undefined, apiKey: undefined, apiCa: undefined });
+    expect(DEFAULTS.ca.key_pool).toBe(10);
+    expect(c).toMatchObject({ backend: 'puppetserver-api', keyBits: 4096, keyPool: 10, apiUrl: undefined, apiCert: undefined, apiKey: undefined, apiCa: undefined });
     expect(parse({ api_url: '', api_cert: '', api_key: '', api_ca: '' }).ca).toMatchObject({ apiUrl: undefined, apiCert: undefined, apiKey: undefined, apiCa: undefined });
   });
 
@@ -34,6 +35,7 @@ describe('[ca] keys of puppetserver-api', () => {
     const c = parse({
       backend: 'puppetserver-api',
       key_bits: '3072',
+      key_pool: '0',
       api_url: 'https://puppet.example.com:8140/',
       api_cert: '/etc/puppetlabs/puppet/ssl/certs/puppet.example.com.pem',
       api_key: '/etc/puppetlabs/puppet/ssl/private_keys/puppet.example.com.pem',
@@ -41,6 +43,7 @@ describe('[ca] keys of puppetserver-api', () => {
     }).ca;
     expect(c).toMatchObject({
       keyBits: 3072,
+      keyPool: 0,
       apiUrl: 'https://puppet.example.com:8140',
       apiCert: '/etc/puppetlabs/puppet/ssl/certs/puppet.example.com.pem',
       apiKey: '/etc/puppetlabs/puppet/ssl/private_keys/puppet.example.com.pem',
@@ -53,6 +56,10 @@ describe('[ca] keys of puppetserver-api', () => {
     [{ key_bits: '32768' }, '[ca] key_bits: must be at most 16384 bits'],
     [{ key_bits: '2048.5' }, '[ca] key_bits'],
     [{ key_bits: 'big' }, '[ca] key_bits'],
+    [{ key_pool: '-1' }, '[ca] key_pool: must be 0 (no pool) or more'],
+    [{ key_pool: '101' }, '[ca] key_pool: must be at most 100 keys'],
+    [{ key_pool: '2.5' }, '[ca] key_pool: must be a whole number of keys'],
+    [{ key_pool: 'many' }, '[ca] key_pool'],
     [{ api_url: 'http://puppet.example.com:8140' }, '[ca] api_url: must be https://HOST'],
     [{ api_url: 'https://puppet.example.com:8140/puppet-ca/v1' }, '[ca] api_url'],
     [{ api_url: 'https://user:pw@puppet.example.com:8140' }, '[ca] api_url'],
@@ -70,6 +77,8 @@ describe('[ca] keys of puppetserver-api', () => {
     expect(ca).toBeInstanceOf(PuppetserverApiAuthority);
     expect(ca.backend).toBe('puppetserver-api');
     expect(runner.count).toBe(0);
+    // Nor does it make keys: the pool fills only once espm listens (start()).
+    expect((ca as PuppetserverApiAuthority).keys.generating).toBe(0);
   });
 });
 
