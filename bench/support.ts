@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, openSync, closeSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, openSync, closeSync, statSync, readdirSync, readFileSync } from 'node:fs';
 import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import https from 'node:https';
 import { createServer } from 'node:net';
@@ -207,15 +207,29 @@ export class EspmClient {
 export interface DaemonOptions {
   /** espm.ini changes, section → key → value (on top of espm_setup's defaults). */
   config: Record<string, Record<string, string | number | boolean>>;
-  /** Node flags, e.g. `['--cpu-prof', '--cpu-prof-dir', dir]`. */
+  /** Node flags added to bin/espm's own ({@link ESPM_NODE_FLAGS}), e.g. `['--cpu-prof', '--cpu-prof-dir', dir]`. */
   nodeArgs?: string[];
+  /** Replace bin/espm's own node flags (e.g. `[]` to measure without them); default {@link ESPM_NODE_FLAGS}. */
+  espmNodeFlags?: string[];
   /** Reuse a set-up directory (kept at stop). */
   setup?: SetUpDir;
   /** Wait for this text in the log before resolving (e.g. `console found`). */
   waitForLog?: string;
 }
 
-/** An espm daemon: `node bin/espm -c espm.ini`, stdout to a log file. */
+/**
+ * The node flags of bin/espm's shebang (`#!/usr/bin/env -S node FLAGS`): what an init system
+ * running `/usr/local/bin/espm` gets. The benches spawn `process.execPath FLAGS bin/espm`, i.e.
+ * the same flags with this very node.
+ */
+export const ESPM_NODE_FLAGS: readonly string[] = readFileSync(join(ROOT, 'bin', 'espm'), 'utf8')
+  .split('\n', 1)[0]!
+  .replace(/^#!\S*env\s+(?:-S\s+)?node\b/, '')
+  .trim()
+  .split(/\s+/)
+  .filter((flag) => flag !== '');
+
+/** An espm daemon: `node FLAGS bin/espm -c espm.ini` (FLAGS: {@link ESPM_NODE_FLAGS}), stdout to a log file. */
 export class Daemon {
   private exited: Promise<number | null>;
 
@@ -282,7 +296,7 @@ export class Daemon {
     const logPath = join(setup.dir, `espm-${port}.log`);
     const fd = openSync(logPath, 'a');
     const started = process.hrtime.bigint();
-    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), join(ROOT, 'bin', 'espm'), '-c', setup.plan.configPath], {
+    const child = spawn(process.execPath, [...(options.espmNodeFlags ?? ESPM_NODE_FLAGS), ...(options.nodeArgs ?? []), join(ROOT, 'bin', 'espm'), '-c', setup.plan.configPath], {
       cwd: setup.dir,
       stdio: ['ignore', fd, fd],
     });
