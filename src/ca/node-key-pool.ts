@@ -15,6 +15,9 @@ import { generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { Logger } from '../logger.js';
 
+/** The log message (info) of the first time the pool is full after start-up. */
+export const NODE_KEY_POOL_READY = 'node key pool ready';
+
 /** An RSA key pair for one node. The private key is secret. */
 export interface NodeKeyPair {
   privateKey: KeyObject;
@@ -69,6 +72,8 @@ export class NodeKeyPool {
   private closed = false;
   /** Set after a background generation failed: no more background refills until the next take(). */
   private backgroundPaused = false;
+  /** Whether the pool has been full once (logged once, at info: {@link NODE_KEY_POOL_READY}). */
+  private filledOnce = false;
 
   /** @param options - size, key size, generator, logger */
   constructor(private readonly options: NodeKeyPoolOptions) {
@@ -137,7 +142,13 @@ export class NodeKeyPool {
     if (this.closed) return;
     const waiter = this.waiters.shift();
     if (waiter !== undefined) waiter.resolve(key);
-    else if (this.ready.length < this.options.size) this.ready.push(key);
+    else if (this.ready.length < this.options.size) {
+      this.ready.push(key);
+      if (!this.filledOnce && this.ready.length === this.options.size) {
+        this.filledOnce = true;
+        this.options.logger?.info({ keys: this.options.size, key_bits: this.options.keyBits }, NODE_KEY_POOL_READY);
+      }
+    }
     this.topUp();
   }
 

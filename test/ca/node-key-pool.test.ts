@@ -1,6 +1,6 @@
 import { createPublicKey } from 'node:crypto';
 import { describe, expect, it } from '@jest/globals';
-import { generateNodeKey, NodeKeyPool, type NodeKeyPair } from '../../src/ca/node-key-pool.js';
+import { generateNodeKey, NODE_KEY_POOL_READY, NodeKeyPool, type NodeKeyPair } from '../../src/ca/node-key-pool.js';
 import { createLogger } from '../../src/logger.js';
 import { LogCapture } from '../support/espm.js';
 
@@ -42,19 +42,28 @@ const idOf = (k: NodeKeyPair): number => (k.privateKey as unknown as { id: numbe
 describe('NodeKeyPool', () => {
   it('fills up to its size in the background, one key at a time, with the configured key size', async () => {
     const gen = new ControlledGenerator();
-    const pool = new NodeKeyPool({ size: 3, keyBits: 3072, generate: gen.generate });
+    const logs = new LogCapture();
+    const pool = new NodeKeyPool({ size: 3, keyBits: 3072, generate: gen.generate, logger: createLogger({ level: 'info', format: 'json', destination: logs }) });
     expect(gen.started).toBe(0); // nothing before start()
     pool.start();
     for (let i = 1; i <= 3; i++) {
       expect(gen.pending).toHaveLength(1);
+      expect(logs.text()).not.toContain(NODE_KEY_POOL_READY);
       gen.finish();
       await settle();
       expect(pool.available).toBe(i);
     }
+    // Full once: one info line, not repeated after later refills.
+    expect(logs.records().filter((r) => r['msg'] === NODE_KEY_POOL_READY)).toEqual([expect.objectContaining({ level: 30, keys: 3, key_bits: 3072 })]);
+    await pool.take();
+    gen.finish();
+    await settle();
+    expect(pool.available).toBe(3);
+    expect(logs.records().filter((r) => r['msg'] === NODE_KEY_POOL_READY)).toHaveLength(1);
     expect(gen.pending).toHaveLength(0);
-    expect(gen.started).toBe(3);
+    expect(gen.started).toBe(4); // 3 to fill, 1 to refill after the take
     expect(gen.maxInFlight).toBe(1);
-    expect(gen.bits).toEqual([3072, 3072, 3072]);
+    expect(gen.bits).toEqual([3072, 3072, 3072, 3072]);
     pool.close();
   });
 
