@@ -5,13 +5,15 @@
  * CSR in process, the CA's HTTP API), both making 4096-bit keys (the CLI's size; checked on the
  * certificates returned) — each issue and then revoke 20 certificates through espm's HTTP API,
  * interleaved call by call. Goal: the API backend ≥ 5× faster per certificate (issue + revoke,
- * p50).
+ * p50). The API daemon runs with its default node key pool (`[ca] key_pool`), filled before
+ * the measurement (its `node key pool ready` log line); then, to show a burst larger than the
+ * pool, it issues the same number back to back with nothing in between.
  *
  * Where the time goes, per operation: the HTTP requests each one made to the CA and the time
  * the server spent on them (the server's access log, `%D` ms), the CLI's fixed cost (`puppetserver
  * ca list` of one name: Ruby start-up + one request), and the in-process 4096-bit key + CSR
- * generation the API backend does (src/ca/puppetserver-api.ts `generateNodeRequest`, timed
- * here in the bench process).
+ * generation (src/ca/puppetserver-api.ts `generateNodeRequest`, timed here in the bench
+ * process) that the key pool takes off the request path.
  *
  *   npm run build && npx tsx bench/ca.ts [--certificates 20]
  *
@@ -25,7 +27,9 @@ import { stat, open, readFile } from 'node:fs/promises';
 import https from 'node:https';
 import { join } from 'node:path';
 import { Command } from 'commander';
+import { NODE_KEY_POOL_READY } from '../src/ca/node-key-pool.js';
 import { generateNodeRequest } from '../src/ca/puppetserver-api.js';
+import { DEFAULTS } from '../src/config.js';
 import { puppetserverAvailable, startPuppetserver, type RealPuppetserver } from '../test/support/puppetserver.js';
 import { Daemon, formatSummary, msSince, round, runAlone, summarize, type BenchResult, type EspmClient } from './support.js';
 
@@ -125,7 +129,7 @@ export async function caBench(options: CaOptions = {}): Promise<BenchResult> {
     const common = { classifier: { backend: 'sandbox', worker: 'off' }, log: { level: 'info' } };
     const caKeys = { puppet: '/usr/bin/puppet', config: server.confPath, ssldir: '', timeout: 120 };
     daemons.set('puppetserver-ca', await Daemon.start({ config: { ...common, ca: { ...caKeys, backend: 'puppetserver-ca', puppetserver: '/usr/bin/puppetserver' } } }));
-    daemons.set('puppetserver-api', await Daemon.start({ config: { ...common, ca: { ...caKeys, backend: 'puppetserver-api', key_bits: 4096 } } }));
+    daemons.set('puppetserver-api', await Daemon.start({ config: { ...common, ca: { ...caKeys, backend: 'puppetserver-api', key_bits: 4096 } }, waitForLog: NODE_KEY_POOL_READY }));
     const clients = new Map<Backend, EspmClient>(BACKENDS.map((b) => [b, daemons.get(b)!.client({ maxSockets: 1 })]));
     let logOffset = (await accessLogSince(server.accessLogPath, 0)).size;
 
@@ -167,6 +171,12 @@ export async function caBench(options: CaOptions = {}): Promise<BenchResult> {
     for (let i = 0; i < n; i++) {
       for (const b of order(i)) revoked.get(b)!.push(await operation(b, 'DELETE', name(b, i)));
     }
+
+    // A burst larger than the pool: the API backend alone, back to back (the pool refilled
+    // during the CLI's revocations above; it drains after key_pool issues).
+    const burst: Op[] = [];
+    for (let i = 0; i < n; i++) burst.push(await operation('puppetserver-api', 'POST', `burst-${i}.example.test`));
+    for (let i = 0; i < n; i++) await operation('puppetserver-api', 'DELETE', `burst-${i}.example.test`);
     for (const c of clients.values()) c.close();
 
     // Breakdown: the CLI's fixed cost (one request, no key), the API backend's key + CSR.
@@ -211,13 +221,24 @@ export async function caBench(options: CaOptions = {}): Promise<BenchResult> {
     const ratio = perCert('puppetserver-ca') / perCert('puppetserver-api');
     const issueRatio = s(issued.get('puppetserver-ca')!).p50 / s(issued.get('puppetserver-api')!).p50;
     const revokeRatio = s(revoked.get('puppetserver-ca')!).p50 / s(revoked.get('puppetserver-api')!).p50;
-    result.figures.push({
-      label: `per certificate (issue p50 + revoke p50): puppetserver-ca ${Math.round(perCert('puppetserver-ca'))} ms / puppetserver-api ${Math.round(perCert('puppetserver-api'))} ms`,
-      value: ratio.toFixed(2),
-      unit: '×',
-      goal: `≥ ${goal}×`,
-      met: ratio >= goal,
-    });
+    // A burst's cost is its total: the mean, not the p50 (which the pool's first keys decide).
+    const burstPerCert = s(burst).mean + s(revoked.get('puppetserver-api')!).p50;
+    const burstRatio = perCert('puppetserver-ca') / burstPerCert;
+    result.figures.push(
+      {
+        label: `per certificate (issue p50 + revoke p50): puppetserver-ca ${Math.round(perCert('puppetserver-ca'))} ms / puppetserver-api ${Math.round(perCert('puppetserver-api'))} ms`,
+        value: ratio.toFixed(2),
+        unit: '×',
+        goal: `≥ ${goal}×`,
+        met: ratio >= goal,
+      },
+      {
+        label: `the same with the API's ${n} issues back to back, a burst over its ${DEFAULTS.ca.key_pool}-key pool (issue mean + revoke p50): ${Math.round(perCert('puppetserver-ca'))} ms / ${Math.round(burstPerCert)} ms`,
+        value: burstRatio.toFixed(2),
+        unit: '×',
+        goal: '(shown, not a goal)',
+      },
+    );
     const requestMix = (ops: Op[]): string => {
       const counts = new Map<string, number>();
       for (const o of ops) for (const r of o.requests) counts.set(r, (counts.get(r) ?? 0) + 1);
@@ -225,7 +246,7 @@ export async function caBench(options: CaOptions = {}): Promise<BenchResult> {
     };
     const serverMs = (ops: Op[]) => summarize(ops.map((o) => o.serverMs));
     result.raw.push(
-      `- puppetserver 7.9.5 (Debian package) started by the test harness in ${round(server.startupMs / 1000, 1)} s, TLS 1.2, one JRuby; two espm daemons from \`bin/espm\` (sandbox classifier), each warmed with one issue + revoke; ${n} issues then ${n} revocations per backend, interleaved call by call (which goes first alternates). Key sizes of the certificates returned: puppetserver-ca ${[...keyBits.get('puppetserver-ca')!].join('/')} bits, puppetserver-api ${[...keyBits.get('puppetserver-api')!].join('/')} bits.`,
+      `- puppetserver 7.9.5 (Debian package) started by the test harness in ${round(server.startupMs / 1000, 1)} s, TLS 1.2, one JRuby; two espm daemons from \`bin/espm\` (sandbox classifier), each warmed with one issue + revoke; the API daemon's node key pool (\`key_pool = ${DEFAULTS.ca.key_pool}\`, the default) full before the warm-up; ${n} issues then ${n} revocations per backend, interleaved call by call (which goes first alternates), so the pool refills while the CLI works; then ${n} API issues back to back, then their revocations. Key sizes of the certificates returned: puppetserver-ca ${[...keyBits.get('puppetserver-ca')!].join('/')} bits, puppetserver-api ${[...keyBits.get('puppetserver-api')!].join('/')} bits.`,
       '',
       '| backend | issue p50 / p99 ms | revoke p50 / p99 ms | per certificate ms | CA requests per issue | per revoke | server time per issue / revoke p50 ms |',
       '|---|---|---|---|---|---|---|',
@@ -240,11 +261,12 @@ export async function caBench(options: CaOptions = {}): Promise<BenchResult> {
         `- ${b} issue: ${formatSummary(s(issued.get(b)!))}; raw ${issued.get(b)!.map((o) => Math.round(o.ms)).join(' ')}.`,
         `- ${b} revoke: ${formatSummary(s(revoked.get(b)!))}; raw ${revoked.get(b)!.map((o) => Math.round(o.ms)).join(' ')}.`,
       ]),
+      `- puppetserver-api issues back to back: ${formatSummary(s(burst))}; raw ${burst.map((o) => Math.round(o.ms)).join(' ')} (the first ${DEFAULTS.ca.key_pool} from the pool, the rest wait for a key made on the spot while the refill runs beside them).`,
       `- \`puppetserver ca list --certname localhost --format json\` run directly (the CLI's fixed cost: Ruby start-up, settings, one TLS request): ${formatSummary(summarize(cliFloor))}.`,
       `- 4096-bit RSA key + CSR in process (\`generateNodeRequest\`, Node ${process.version}, the API backend's own work per issue): ${formatSummary(summarize(keygen))}.`,
       `- The API backend's issue requests (GET certificate/ca, PUT certificate_request, PUT certificate_status, GET certificate) sent from the bench with those CSRs, i.e. an issue whose key was made beforehand: ${formatSummary(summarize(pooledIssue))}; its revoke requests (GET certificate_status, PUT clean): ${formatSummary(summarize(pooledClean))}.`,
     );
-    if (ratio < goal) {
+    {
       const cliIssue = s(issued.get('puppetserver-ca')!).p50;
       const cliRevoke = s(revoked.get('puppetserver-ca')!).p50;
       const apiIssue = s(issued.get('puppetserver-api')!).p50;
@@ -254,9 +276,9 @@ export async function caBench(options: CaOptions = {}): Promise<BenchResult> {
       const pooled = summarize(pooledIssue).p50;
       const projected = (cliIssue + cliRevoke) / (pooled + apiRevoke);
       result.analysis.push(
-        `- Goal missed (${ratio.toFixed(2)}×; issue ${issueRatio.toFixed(2)}×, revoke ${revokeRatio.toFixed(2)}×). The revoke is where the processes cost: espm's puppetserver-ca revoke runs two (\`puppetserver ca list\` for the ownership fingerprint check, then \`clean\`), each ≈ ${Math.round(floor)} ms of Ruby start-up and settings before its request, against ${Math.round(apiRevoke)} ms for the API backend's two requests.`,
-        `- The issue is dominated by generating a 4096-bit RSA key, on both backends: in process it took ${Math.round(kg.min)}–${Math.round(kg.max)} ms (p50 ${Math.round(kg.p50)} ms; a random prime search, so it varies widely), while the API backend's CA requests take ${Math.round(pooled)} ms (p50) once the key exists. The CLI makes the same kind of key in Ruby's OpenSSL, so removing its process saves ≈ ${Math.round(floor)} ms of ${Math.round(cliIssue)} ms per issue, not the key.`,
-        `- What would close it: take key generation off the request path — a small pool of node keys pre-generated in the thread pool while espm is idle, held in memory only (never written), refilled after each issue. Projected from the figures above: an issue ≈ ${Math.round(pooled)} ms + espm's own overhead, per certificate ≈ ${Math.round(pooled + apiRevoke)} ms → ≈ ${projected.toFixed(1)}× the CLI backend (its figures unchanged). A burst larger than the pool falls back to generating in line. Or, where policy allows, \`[ca] key_bits = 2048\` (several times cheaper to generate).`,
+        `- ${ratio >= goal ? 'Goal met' : 'Goal missed'} (${ratio.toFixed(2)}×; issue ${issueRatio.toFixed(2)}×, revoke ${revokeRatio.toFixed(2)}×). The revoke is where the processes cost: espm's puppetserver-ca revoke runs two (\`puppetserver ca list\` for the ownership fingerprint check, then \`clean\`), each ≈ ${Math.round(floor)} ms of Ruby start-up and settings before its request, against ${Math.round(apiRevoke)} ms for the API backend's two requests.`,
+        `- An issue without a pool is dominated by generating the 4096-bit RSA key, on both backends: in process it took ${Math.round(kg.min)}–${Math.round(kg.max)} ms (p50 ${Math.round(kg.p50)} ms; a random prime search, so it varies widely), while the API backend's CA requests take ${Math.round(pooled)} ms (p50) once the key exists. The CLI makes the same kind of key in Ruby's OpenSSL inside its process, so it pays it on every issue. The key pool takes it off the request path: API issue p50 ${Math.round(apiIssue)} ms against ${Math.round(pooled)} ms for the bare requests (≈ ${projected.toFixed(1)}× projected from those).`,
+        `- A burst larger than the pool: back to back the API backend's issue p50 is ${Math.round(s(burst).p50)} ms and its mean ${Math.round(s(burst).mean)} ms (${burstRatio.toFixed(2)}× per certificate on the mean); after ${DEFAULTS.ca.key_pool} issues each waits for a key made on the spot. Where bursts are larger, raise \`[ca] key_pool\` (memory only, ~3 KB per key; ~1 s of one core per 4096-bit key to refill), or \`[ca] key_bits = 2048\` where policy allows.`,
       );
     }
   } finally {
