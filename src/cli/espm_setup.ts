@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_CONFIG_DIR, DEFAULTS } from '../config.js';
-import { detectBackends } from '../setup/detect.js';
+import { detectBackends, SETUP_CA_BACKENDS, type SetupCaBackendName } from '../setup/detect.js';
 import { machineFqdn } from '../setup/hostname.js';
 import { assertNothingExists, planSetup, writeSetup } from '../setup/setup.js';
 import { VERSION } from '../version.js';
@@ -23,6 +23,7 @@ interface SetupCliOptions {
   port: number;
   hostname?: string;
   ip: string[];
+  caBackend?: SetupCaBackendName;
   printConfig?: boolean;
 }
 
@@ -67,12 +68,21 @@ export function espmSetupCommand(): Command {
     .option('--hostname <name>', "certificate CN and DNS name (default: this machine's FQDN)", parseHostname)
     .option('--ip <address>', 'IP address added to the certificate (repeatable)', collectIp, [])
     .option('--state-dir <dir>', 'state directory (ledger of what espm created)', DEFAULTS.state.dir)
+    .addOption(
+      new Option(
+        '--ca-backend <name>',
+        "[ca] backend instead of the detected one; puppetserver-api: Puppet Server's CA HTTP API, " +
+          "no process per certificate (needs pp_cli_auth in the master's host certificate)",
+      ).choices(SETUP_CA_BACKENDS),
+    )
     .option('--print-config', 'print the config that would be written, write nothing')
     .addHelpText(
       'after',
       '\nWrites <cert-dir>/espm.crt (0644), <cert-dir>/espm.key (0600) and <config-dir>/espm.ini (0600);\n' +
         'missing directories are created 0700. Exit status: 0 written, 1 refused or failed.\n' +
-        'Then start the daemon: espm -c <config-dir>/espm.ini',
+        'Then start the daemon: espm -c <config-dir>/espm.ini\n' +
+        'Sandbox backends (integration without Puppet, never production) are set in espm.ini:\n' +
+        '[classifier] backend = sandbox and [ca] backend = sandbox.',
     )
     .action(async (options: SetupCliOptions) => {
       process.exitCode = await runSetup(options);
@@ -80,7 +90,7 @@ export function espmSetupCommand(): Command {
 }
 
 async function runSetup(options: SetupCliOptions): Promise<number> {
-  const detection = detectBackends();
+  const detection = detectBackends(undefined, options.caBackend);
   const plan = planSetup(
     {
       configDir: options.configDir,

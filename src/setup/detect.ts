@@ -4,12 +4,26 @@
  * Rules (issue #2, DESIGN.md): `/opt/puppet/bin/rake` present → Puppet Enterprise 2.x/3.x
  * (console rake tasks + `puppet cert`, PE paths); else a `puppetserver` on PATH → Puppet ≥ 6
  * (`puppetserver ca`, with the paths of the package that provides it); else the PE defaults.
+ * `espm_setup --ca-backend` overrides the CA backend chosen; the paths still come from detection.
  *
  * @packageDocumentation
  */
 import { accessSync, constants } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
-import { AIO_PATHS, DEBIAN_PATHS, DEFAULTS, PE_PATHS, type IniValues } from '../config.js';
+import { AIO_PATHS, CA_BACKENDS, DEBIAN_PATHS, DEFAULTS, PE_PATHS, type CaBackendName, type IniValues } from '../config.js';
+
+/** A CA backend `espm_setup --ca-backend` accepts: any of {@link CA_BACKENDS} but `sandbox`. */
+export type SetupCaBackendName = Exclude<CaBackendName, 'sandbox'>;
+
+/**
+ * The CA backends `espm_setup --ca-backend` offers, in {@link CA_BACKENDS}' order. `sandbox` is
+ * left out: `espm_setup` sets up espm on a Puppet master, and a sandbox CA beside the console's
+ * classifier is no working set-up for anyone (integrators switch both backends to `sandbox` in
+ * espm.ini, as `npm run demo -- --sandbox` does).
+ */
+export const SETUP_CA_BACKENDS: readonly SetupCaBackendName[] = CA_BACKENDS.filter(
+  (name): name is SetupCaBackendName => name !== 'sandbox',
+);
 
 /** How the file system is probed; injectable for tests. */
 export interface DetectionProbe {
@@ -46,10 +60,44 @@ export const systemProbe: DetectionProbe = {
 export interface BackendDetection {
   /** `pe` (PE 2.x/3.x), `puppetserver` (Puppet ≥ 6), or `none` (nothing found). */
   found: 'pe' | 'puppetserver' | 'none';
-  /** One line for the operator, e.g. `Puppet Enterprise console found at /opt/puppet/bin/rake`. */
+  /**
+   * One line for the operator, e.g. `Puppet Enterprise console found (/opt/puppet/bin/rake): …`;
+   * says `(chosen with --ca-backend)` when the CA backend was chosen by the operator.
+   */
   summary: string;
+  /** `[classifier]` keys of espm.ini. */
   classifier: IniValues['classifier'];
+  /** `[ca]` keys of espm.ini; the puppetserver-api keys only when that backend is chosen. */
   ca: IniValues['ca'];
+}
+
+/**
+ * The `[ca]` keys for `backend` on top of the detected paths: for `puppetserver-api` also
+ * `key_bits` and `key_pool` (defaults) and empty `api_*` (= ask puppet at first use); for the
+ * other backends exactly the keys of `base`.
+ */
+function caValues(base: IniValues['ca'], backend: SetupCaBackendName): IniValues['ca'] {
+  if (backend !== 'puppetserver-api') return { ...base, backend };
+  return {
+    ...base,
+    backend,
+    key_bits: DEFAULTS.ca.key_bits,
+    key_pool: DEFAULTS.ca.key_pool,
+    api_url: '',
+    api_cert: '',
+    api_key: '',
+    api_ca: '',
+  };
+}
+
+/**
+ * How the summary names the CA backend: the detected one as is, an operator's choice with
+ * `(chosen with --ca-backend)`, and `instead of …` when detection would have chosen another.
+ */
+function describeCa(backend: SetupCaBackendName, detected: SetupCaBackendName | undefined, chosen: boolean): string {
+  if (!chosen) return backend;
+  if (detected === undefined || detected === backend) return `${backend} (chosen with --ca-backend)`;
+  return `${backend} (chosen with --ca-backend instead of ${detected})`;
 }
 
 /**
@@ -70,8 +118,14 @@ export function findOnPath(name: string, probe: DetectionProbe): string | undefi
  * Detects the master's Puppet and returns the backend keys of espm.ini for it.
  *
  * @param probe - file system probe (default: the real one)
+ * @param caBackend - the operator's `--ca-backend`: overrides the CA backend detection chose
+ *   (allowed on any master; the summary says so); undefined = detection's choice
  */
-export function detectBackends(probe: DetectionProbe = systemProbe): BackendDetection {
+export function detectBackends(
+  probe: DetectionProbe = systemProbe,
+  caBackend?: SetupCaBackendName,
+): BackendDetection {
+  const chosen = caBackend !== undefined;
   const classifier: IniValues['classifier'] = {
     backend: DEFAULTS.classifier.backend,
     rake: PE_PATHS.rake,
@@ -93,37 +147,47 @@ export function detectBackends(probe: DetectionProbe = systemProbe): BackendDete
     keep_private_keys: DEFAULTS.ca.keep_private_keys,
   };
   if (probe.isExecutable(PE_PATHS.rake)) {
+    const backend = caBackend ?? 'puppet-cert';
     return {
       found: 'pe',
-      summary: `Puppet Enterprise console found (${PE_PATHS.rake}): classifier dashboard-rake, CA puppet-cert`,
+      summary:
+        `Puppet Enterprise console found (${PE_PATHS.rake}): classifier dashboard-rake, ` +
+        `CA ${describeCa(backend, 'puppet-cert', chosen)}`,
       classifier,
-      ca: peCa,
+      ca: caValues(peCa, backend),
     };
   }
   const puppetserver = findOnPath('puppetserver', probe);
   if (puppetserver !== undefined) {
     const aio = puppetserver.startsWith('/opt/puppetlabs/') || probe.exists(AIO_PATHS.puppetConf);
     const paths = aio ? AIO_PATHS : DEBIAN_PATHS;
+    const backend = caBackend ?? 'puppetserver-ca';
+    const hint = chosen ? '' : ' (--ca-backend puppetserver-api avoids a process per certificate)';
     return {
       found: 'puppetserver',
       summary:
-        `puppetserver found (${puppetserver}): CA puppetserver-ca with ${paths.puppetConf}; ` +
-        `no PE console found, classifier left at the PE defaults`,
+        `puppetserver found (${puppetserver}): CA ${describeCa(backend, 'puppetserver-ca', chosen)} ` +
+        `with ${paths.puppetConf}${hint}; no PE console found, classifier left at the PE defaults`,
       classifier,
-      ca: {
-        ...peCa,
-        backend: 'puppetserver-ca',
-        puppet: findOnPath('puppet', probe) ?? paths.puppet,
-        puppetserver,
-        config: paths.puppetConf,
-        ssldir: paths.ssldir,
-      },
+      ca: caValues(
+        {
+          ...peCa,
+          puppet: findOnPath('puppet', probe) ?? paths.puppet,
+          puppetserver,
+          config: paths.puppetConf,
+          ssldir: paths.ssldir,
+        },
+        backend,
+      ),
     };
   }
   return {
     found: 'none',
-    summary: 'neither a PE console nor puppetserver found: PE 2.x/3.x defaults written, edit them to match this master',
+    summary: chosen
+      ? `neither a PE console nor puppetserver found: CA ${describeCa(caBackend, undefined, chosen)}, ` +
+        'otherwise PE 2.x/3.x defaults written, edit them to match this master'
+      : 'neither a PE console nor puppetserver found: PE 2.x/3.x defaults written, edit them to match this master',
     classifier,
-    ca: peCa,
+    ca: caValues(peCa, caBackend ?? 'puppet-cert'),
   };
 }

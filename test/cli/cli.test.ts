@@ -3,7 +3,7 @@
  * Needs `npm run build` (the test command's pretest does it).
  */
 import { once } from 'node:events';
-import { readFile, mkdtemp, rm, stat } from 'node:fs/promises';
+import { readFile, readdir, mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import ini from 'ini';
+import { DEFAULTS, loadConfig, parseConfig } from '../../src/config.js';
+import { SETUP_CA_BACKENDS } from '../../src/setup/detect.js';
 import { generatePsk } from '../../src/setup/psk.js';
 import { freePort } from '../support/net.js';
 
@@ -69,10 +71,13 @@ describe('espm_setup and espm, as a new operator runs them', () => {
 
   it('espm_setup --help and espm --help describe every option; --version prints the version', async () => {
     const setupHelp = await execa(ESPM_SETUP, ['--help']);
-    for (const option of ['--config-dir', '--cert-dir', '--port', '--host', '--hostname', '--ip', '--state-dir', '--print-config']) {
+    for (const option of ['--config-dir', '--cert-dir', '--port', '--host', '--hostname', '--ip', '--state-dir', '--ca-backend', '--print-config']) {
       expect(setupHelp.stdout).toContain(option);
     }
     expect(setupHelp.stdout).toContain('(default: "/opt/espm/etc")');
+    expect(setupHelp.stdout).toMatch(
+      /--ca-backend <name>[^]*no\s+process\s+per\s+certificate[^]*pp_cli_auth[^]*\(choices:\s+"puppet-cert",\s+"puppetserver-ca",\s+"puppetserver-api"\)/,
+    );
     const help = await execa(ESPM, ['--help']);
     expect(help.stdout).toMatch(/-c, --config <path>[\s\S]*\(default:\s+"\/opt\/espm\/etc\/espm.ini"\)/);
     expect(help.stdout).toMatch(/SIGHUP reloads/);
@@ -94,6 +99,69 @@ describe('espm_setup and espm, as a new operator runs them', () => {
     const result = await execa(ESPM_SETUP, ['-d', join(dir, 'etc'), '--print-config']);
     expect(ini.parse(result.stdout)).toHaveProperty('server.psk');
     await expect(stat(join(dir, 'etc'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it.each(SETUP_CA_BACKENDS)('espm_setup --print-config --ca-backend %s shows a config of that backend', async (backend) => {
+    const result = await execa(ESPM_SETUP, ['-d', join(dir, 'etc'), '--hostname', 'localhost', '--ca-backend', backend, '--print-config']);
+    const parsed = ini.parse(result.stdout) as { ca: Record<string, unknown> };
+    expect(parseConfig(parsed, 'stdout').ca.backend).toBe(backend);
+    const apiKeys = { key_bits: String(DEFAULTS.ca.key_bits), key_pool: String(DEFAULTS.ca.key_pool), api_url: '', api_cert: '', api_key: '', api_ca: '' };
+    if (backend === 'puppetserver-api') expect(parsed.ca).toMatchObject(apiKeys);
+    else for (const key of Object.keys(apiKeys)) expect(parsed.ca).not.toHaveProperty(key);
+    await expect(stat(join(dir, 'etc'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it.each(['nope', 'sandbox'])('espm_setup --ca-backend %s is refused by name, nothing written', async (name) => {
+    const result = await execa(ESPM_SETUP, ['-d', dir, '--hostname', 'localhost', '--ca-backend', name], { reject: false });
+    expect(result.exitCode).not.toBe(0);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain(
+      `error: option '--ca-backend <name>' argument '${name}' is invalid. Allowed choices are puppet-cert, puppetserver-ca, puppetserver-api.`,
+    );
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('espm_setup\'s summary: puppetserver-ca on Puppet >= 6 with a pointer to puppetserver-api, or the operator\'s --ca-backend', async () => {
+    // PATH of one directory: node (for the shebang) and, for a Puppet >= 6 master, puppetserver and puppet stand-ins.
+    const bin = join(dir, 'bin');
+    const bare = join(dir, 'bare');
+    await Promise.all([mkdir(bin), mkdir(bare)]);
+    await Promise.all([symlink(process.execPath, join(bin, 'node')), symlink(process.execPath, join(bare, 'node'))]);
+    for (const name of ['puppetserver', 'puppet']) await writeFile(join(bin, name), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+    const setup = async (name: string, path: string, extra: string[] = []) => {
+      const result = await execa(ESPM_SETUP, ['-d', join(dir, name), '--state-dir', join(dir, name, 'var'), '--hostname', 'localhost', ...extra], {
+        env: { PATH: path },
+      });
+      return { summary: result.stderr.trim(), config: loadConfig(join(dir, name, 'espm.ini')) };
+    };
+
+    const detected = await setup('detected', bin);
+    expect(detected.summary).toMatch(
+      new RegExp(`^espm_setup: puppetserver found \\(${bin.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/puppetserver\\): CA puppetserver-ca with /\\S+/puppet\\.conf ` +
+        '\\(--ca-backend puppetserver-api avoids a process per certificate\\); no PE console found'),
+    );
+    expect(detected.config.ca).toMatchObject({ backend: 'puppetserver-ca', puppetserver: join(bin, 'puppetserver'), puppet: join(bin, 'puppet') });
+
+    const api = await setup('api', bin, ['--ca-backend', 'puppetserver-api']);
+    expect(api.summary).toMatch(/^espm_setup: puppetserver found \(.*\): CA puppetserver-api \(chosen with --ca-backend instead of puppetserver-ca\) with /);
+    expect(api.summary).not.toContain('avoids');
+    expect(api.config.ca).toMatchObject({
+      backend: 'puppetserver-api',
+      puppetserver: join(bin, 'puppetserver'),
+      keyBits: DEFAULTS.ca.key_bits,
+      keyPool: DEFAULTS.ca.key_pool,
+      apiUrl: undefined,
+      apiCert: undefined,
+      apiKey: undefined,
+      apiCa: undefined,
+    });
+
+    const none = await setup('none', bare, ['--ca-backend', 'puppetserver-ca']);
+    expect(none.summary).toBe(
+      'espm_setup: neither a PE console nor puppetserver found: CA puppetserver-ca (chosen with --ca-backend), ' +
+        'otherwise PE 2.x/3.x defaults written, edit them to match this master',
+    );
+    expect(none.config.ca.backend).toBe('puppetserver-ca');
   });
 
   it('espm exits 2 naming the key on a bad config, and 2 when the config is missing', async () => {

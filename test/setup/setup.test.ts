@@ -3,9 +3,10 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile 
 import { tmpdir } from 'node:os';
 import forge from 'node-forge';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/config.js';
+import ini from 'ini';
+import { CA_BACKENDS, DEFAULTS, loadConfig, renderConfig, type IniValues } from '../../src/config.js';
 import { generateSelfSignedCertificate, randomSerialHex } from '../../src/setup/certificate.js';
-import { detectBackends, type DetectionProbe } from '../../src/setup/detect.js';
+import { detectBackends, SETUP_CA_BACKENDS, type DetectionProbe } from '../../src/setup/detect.js';
 import { generatePsk } from '../../src/setup/psk.js';
 import { planSetup, SetupRefusedError, writeSetup, type SetupOptions } from '../../src/setup/setup.js';
 import { emptyProbe } from '../support/espm.js';
@@ -69,12 +70,20 @@ describe('generateSelfSignedCertificate', () => {
   });
 });
 
+const probe = (executables: string[], files: string[] = [], searchPath = '/usr/local/bin:/usr/bin'): DetectionProbe => ({
+  isExecutable: (p) => executables.includes(p),
+  exists: (p) => files.includes(p),
+  searchPath,
+});
+/** A Puppet >= 6 master from Debian's packages. */
+const debianProbe = probe(['/usr/bin/puppetserver', '/usr/bin/puppet']);
+/** A PE 2.x/3.x master. */
+const peProbe = probe(['/opt/puppet/bin/rake']);
+
+/** The `[ca]` keys a config has without the puppetserver-api ones (today's output). */
+const CLI_CA_KEYS = ['backend', 'puppet', 'puppetserver', 'config', 'ssldir', 'timeout', 'keep_private_keys'];
+
 describe('detectBackends', () => {
-  const probe = (executables: string[], files: string[] = [], searchPath = '/usr/local/bin:/usr/bin'): DetectionProbe => ({
-    isExecutable: (p) => executables.includes(p),
-    exists: (p) => files.includes(p),
-    searchPath,
-  });
 
   it('PE 2.x/3.x when /opt/puppet/bin/rake is there: dashboard-rake + puppet-cert, PE paths', () => {
     const d = detectBackends(probe(['/opt/puppet/bin/rake', '/usr/bin/puppetserver']));
@@ -110,6 +119,112 @@ describe('detectBackends', () => {
     expect(d.found).toBe('none');
     expect(d.ca.backend).toBe('puppet-cert');
     expect(d.classifier.backend).toBe('dashboard-rake');
+  });
+
+  it('summaries without --ca-backend: Puppet >= 6 keeps puppetserver-ca and points at puppetserver-api', () => {
+    expect(detectBackends(debianProbe).summary).toBe(
+      'puppetserver found (/usr/bin/puppetserver): CA puppetserver-ca with /etc/puppet/puppet.conf ' +
+        '(--ca-backend puppetserver-api avoids a process per certificate); no PE console found, classifier left at the PE defaults',
+    );
+    expect(detectBackends(peProbe).summary).toBe(
+      'Puppet Enterprise console found (/opt/puppet/bin/rake): classifier dashboard-rake, CA puppet-cert',
+    );
+    expect(detectBackends(emptyProbe).summary).toBe(
+      'neither a PE console nor puppetserver found: PE 2.x/3.x defaults written, edit them to match this master',
+    );
+  });
+});
+
+describe('detectBackends with --ca-backend', () => {
+  const masters = { 'Puppet >= 6': debianProbe, 'PE 2.x/3.x': peProbe, 'no Puppet found': emptyProbe };
+  const cases = Object.entries(masters).flatMap(([master, p]) => SETUP_CA_BACKENDS.map((backend) => [master, backend, p] as const));
+
+  it('offers every CA backend but sandbox', () => {
+    expect(SETUP_CA_BACKENDS).toEqual(['puppet-cert', 'puppetserver-ca', 'puppetserver-api']);
+    expect(CA_BACKENDS).toContain('sandbox');
+  });
+
+  it.each(cases)('%s, --ca-backend %s: that backend, the detected paths, the classifier untouched', (_master, backend, p) => {
+    const detected = detectBackends(p);
+    const chosen = detectBackends(p, backend);
+    expect(chosen.found).toBe(detected.found);
+    expect(chosen.classifier).toEqual(detected.classifier);
+    expect(chosen.ca).toMatchObject({ ...detected.ca, backend });
+  });
+
+  it.each(Object.entries(masters))('%s, puppetserver-api: also key_bits and key_pool (defaults) and empty api_* (ask puppet)', (_master, p) => {
+    const { ca } = detectBackends(p, 'puppetserver-api');
+    expect(Object.keys(ca)).toEqual([...CLI_CA_KEYS, 'key_bits', 'key_pool', 'api_url', 'api_cert', 'api_key', 'api_ca']);
+    expect(ca).toMatchObject({
+      key_bits: DEFAULTS.ca.key_bits,
+      key_pool: DEFAULTS.ca.key_pool,
+      api_url: '',
+      api_cert: '',
+      api_key: '',
+      api_ca: '',
+    });
+  });
+
+  it.each(cases.filter(([, backend]) => backend !== 'puppetserver-api'))(
+    '%s, --ca-backend %s: exactly the keys written without the option',
+    (_master, backend, p) => {
+      expect(Object.keys(detectBackends(p, backend).ca)).toEqual(CLI_CA_KEYS);
+    },
+  );
+
+  it('the summary names the operator\'s choice, and what detection would have chosen when it differs', () => {
+    expect(detectBackends(debianProbe, 'puppetserver-api').summary).toBe(
+      'puppetserver found (/usr/bin/puppetserver): CA puppetserver-api (chosen with --ca-backend instead of puppetserver-ca) ' +
+        'with /etc/puppet/puppet.conf; no PE console found, classifier left at the PE defaults',
+    );
+    expect(detectBackends(debianProbe, 'puppetserver-ca').summary).toBe(
+      'puppetserver found (/usr/bin/puppetserver): CA puppetserver-ca (chosen with --ca-backend) ' +
+        'with /etc/puppet/puppet.conf; no PE console found, classifier left at the PE defaults',
+    );
+    expect(detectBackends(peProbe, 'puppetserver-api').summary).toBe(
+      'Puppet Enterprise console found (/opt/puppet/bin/rake): classifier dashboard-rake, ' +
+        'CA puppetserver-api (chosen with --ca-backend instead of puppet-cert)',
+    );
+    expect(detectBackends(emptyProbe, 'puppetserver-ca').summary).toBe(
+      'neither a PE console nor puppetserver found: CA puppetserver-ca (chosen with --ca-backend), ' +
+        'otherwise PE 2.x/3.x defaults written, edit them to match this master',
+    );
+  });
+});
+
+describe('renderConfig', () => {
+  const values = (ca: IniValues['ca']): IniValues => ({
+    server: { host: '0.0.0.0', port: 8443, cert: '/a/espm.crt', key: '/a/espm.key', psk: generatePsk(), allow: '' },
+    classifier: detectBackends(debianProbe).classifier,
+    ca,
+    state: { dir: '/opt/espm/var' },
+    log: { level: 'info', format: 'json' },
+  });
+  /** The `[ca]` section of an INI text, up to the blank line that ends it. */
+  const caSection = (text: string): string => /^\[ca\]\n[^]*?\n\n/m.exec(text)![0];
+
+  it('writes the [ca] section of puppetserver-ca as before, with or without --ca-backend', () => {
+    const expected =
+      '[ca]\nbackend = puppetserver-ca\npuppet = /usr/bin/puppet\npuppetserver = /usr/bin/puppetserver\n' +
+      `config = /etc/puppet/puppet.conf\nssldir = /var/lib/puppet/ssl\ntimeout = ${DEFAULTS.ca.timeout}\nkeep_private_keys = false\n\n`;
+    expect(caSection(renderConfig(values(detectBackends(debianProbe).ca)))).toBe(expected);
+    expect(caSection(renderConfig(values(detectBackends(debianProbe, 'puppetserver-ca').ca)))).toBe(expected);
+  });
+
+  it('writes puppetserver-api\'s keys in the order of etc/espm.ini.example, api_* empty', async () => {
+    const text = caSection(renderConfig(values(detectBackends(debianProbe, 'puppetserver-api').ca)));
+    expect(text).toContain(
+      `keep_private_keys = false\nkey_bits = ${DEFAULTS.ca.key_bits}\nkey_pool = ${DEFAULTS.ca.key_pool}\n` +
+        'api_url = \napi_cert = \napi_key = \napi_ca = \n\n',
+    );
+    const example = ini.parse(await readFile(new URL('../../etc/espm.ini.example', import.meta.url), 'utf8'));
+    expect(Object.keys((ini.parse(text) as { ca: object }).ca)).toEqual(Object.keys((example as { ca: object }).ca));
+  });
+
+  it('leaves out an optional key whose value is undefined', () => {
+    const text = renderConfig(values({ ...detectBackends(debianProbe).ca, key_bits: undefined }));
+    expect(text).not.toContain('key_bits');
+    expect(text).not.toContain('undefined');
   });
 });
 
@@ -163,6 +278,17 @@ describe('planSetup + writeSetup', () => {
     expect(config.state.dir).toBe(join(root, 'var'));
     const key = createPrivateKey(await readFile(plan.keyPath, 'utf8'));
     expect(new X509Certificate(plan.certificate).checkPrivateKey(key)).toBe(true);
+  });
+
+  it.each(SETUP_CA_BACKENDS)('--ca-backend %s: the written config loads with that backend and the detected paths', async (backend) => {
+    const plan = planSetup(options, detectBackends(debianProbe, backend));
+    await writeSetup(plan);
+    const { ca } = loadConfig(plan.configPath);
+    expect(ca).toMatchObject({ backend, puppet: '/usr/bin/puppet', puppetserver: '/usr/bin/puppetserver', config: '/etc/puppet/puppet.conf' });
+    expect(ca).toMatchObject({ keyBits: DEFAULTS.ca.key_bits, keyPool: DEFAULTS.ca.key_pool });
+    expect([ca.apiUrl, ca.apiCert, ca.apiKey, ca.apiCa]).toEqual([undefined, undefined, undefined, undefined]);
+    const written = ini.parse(await readFile(plan.configPath, 'utf8')) as { ca: Record<string, unknown> };
+    expect('key_bits' in written.ca).toBe(backend === 'puppetserver-api');
   });
 
   it('announces exactly: PSK, blank, certificate, fingerprint, instruction, destination', () => {
