@@ -5,11 +5,16 @@
  * measured in the same run wherever there is one; nothing here is a test.
  *
  *   npm run build && npx tsx bench/run.ts [--only startup,overhead,discovery,burst,ca] [--no-results]
+ *     (--only also takes burst-boot or burst-ca: one of bench 3's two runs)
  *
  * 1. bench/overhead.ts — espm vs the same backend command run directly (doubles, zero sleep)
  * 2. bench/discovery.ts — 200 concurrent lists against a 2 s console; answers/s from the cache
- * 3. bench/launch-burst.ts — launch burst, console worker on vs off (run as a child process with
- *    `--boot 10`: the console's Rails boot takes 10 s, issue #9)
+ * 3. bench/launch-burst.ts — launch burst, console worker on vs off, run twice as child processes:
+ *    issue #9's (`--boot 10`: the console's Rails boot takes 10 s; sandbox CA; cold total with
+ *    the worker < 60 s) and issue #8's bench 3 (`--ca puppet-cert --ca-sleep 0.5
+ *    --console-sleep 1`: console tasks at 1 s, the `puppet cert` double at 0.5 s per call; spawn
+ *    counts, and wall time vs the serialized-CA floor measured in the same run, ≤ 1.15×).
+ *    `--only burst` runs both; `--only burst-boot` or `--only burst-ca` just one of them.
  * 4. bench/startup.ts — spawn → first /healthz, idle RSS
  * 5. bench/ca.ts — puppetserver-ca vs puppetserver-api on a real puppetserver (skipped, with
  *    the reason, when it is not installed)
@@ -26,13 +31,14 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { caBench } from './ca.js';
 import { discoveryBench } from './discovery.js';
+import { FLOOR_RATIO_GOAL, parseCaSummary } from './launch-burst.js';
 import { overheadBench } from './overhead.js';
 import { startupBench } from './startup.js';
 import { assertBuilt, figureLine, loadAverage, machine, printResult, RESULTS_PATH, ROOT, round, type BenchResult } from './support.js';
 
 /** Options of {@link runBenches}. */
 export interface RunOptions {
-  /** Benches to run (default all): startup, overhead, discovery, burst, ca. */
+  /** Benches to run (default all): startup, overhead, discovery, burst, ca; or burst-boot / burst-ca for one half of burst. */
   only?: readonly string[];
   /** Append the section to bench/RESULTS.md (default true). */
   results?: boolean;
@@ -47,86 +53,190 @@ export interface RunOptions {
 /** Every bench, in the order run. */
 export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca'] as const;
 
+/** The two runs of bench 3, each selectable alone with `--only`: issue #9's slow console boot, issue #8's puppet cert CA. */
+export const BURST_RUNS = ['burst-boot', 'burst-ca'] as const;
+/** One of {@link BURST_RUNS}. */
+export type BurstRun = (typeof BURST_RUNS)[number];
+
+/** What a bench/launch-burst.ts child printed and how it ended. */
+interface ChildRun {
+  /** Exit status (null when killed). */
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  wallS: number;
+}
+
 /**
- * Bench 3 through bench/launch-burst.ts (run as a child: it is a script, and exits when done):
- * 50 launches, all in flight, console double with `boot_sleep: 10` (every rake process — so
- * every call without the worker — takes 10 s more), worker and process modes.
- *
- * @param maxMinutes - the child is killed after this long (plus a minute)
+ * Runs bench/launch-burst.ts as a child (it is a script, and exits when done), killed after
+ * `killAfterMs`.
  */
-export async function launchBurstBench(maxMinutes = 4): Promise<BenchResult> {
-  const launches = 50;
-  const args = ['bench/launch-burst.ts', '--launches', String(launches), '--boot', '10', '--concurrency', '50', '--modes', 'worker,process', '--max-minutes', String(maxMinutes), '--no-results'];
-  const result: BenchResult = {
-    name: 'burst',
-    title: '3. Launch burst (bench/launch-burst.ts)',
-    command: `npx tsx ${args.join(' ')}`,
-    figures: [],
-    raw: [],
-    analysis: [],
-  };
-  const script = join(ROOT, 'bench', 'launch-burst.ts');
-  if (!existsSync(script)) return { ...result, skipped: 'bench/launch-burst.ts does not exist' };
+async function launchBurstChild(args: readonly string[], killAfterMs: number): Promise<ChildRun> {
+  const command = `npx tsx ${args.join(' ')}`;
   const started = Date.now();
   const tsx = join(ROOT, 'node_modules', '.bin', 'tsx');
   const child = spawn(tsx, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
-  console.log(`  running ${result.command} …`);
+  console.log(`  running ${command} …`);
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGTERM'), (maxMinutes + 1) * 60_000);
+  const timer = setTimeout(() => child.kill('SIGTERM'), killAfterMs);
   const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
   clearTimeout(timer);
-  result.wallS = round((Date.now() - started) / 1000);
-  const runs = [...stdout.matchAll(/^(worker|process), concurrency (\d+): start-up ([\d.]+) s, burst ([\d.]+) s, (\d+)\/(\d+) ok, (\d+) rake processes, (\d+) tasks/gm)].map((m) => ({
-    mode: m[1]!,
-    concurrency: Number(m[2]),
-    startupS: Number(m[3]),
-    burstS: Number(m[4]),
-    ok: Number(m[5]),
-    processes: Number(m[7]),
-    tasks: Number(m[8]),
-  }));
-  if (code !== 0 || runs.length === 0) {
-    return { ...result, skipped: `bench/launch-burst.ts exited ${code}: ${(stderr || stdout).trim().split('\n').slice(-8).join(' / ')}` };
-  }
-  // The minimum: node:add + the parameters task per launch, plus one nodegroup:list and one
-  // nodeclass:list (the create's group/class check, cached for the TTL).
-  const minimum = 2 * launches + 2;
-  for (const r of runs) {
-    result.figures.push(
-      {
-        label: `${r.mode}: console tasks for ${launches} launches (${r.processes} rake processes)`,
-        value: r.tasks,
-        unit: '',
-        goal: `the minimum, ${minimum} (node:add + parameters per launch, 2 lists)`,
-        met: r.tasks <= minimum && r.ok === launches,
-      },
-      {
-        label: `${r.mode}: cold total (start-up ${r.startupS} s + burst ${r.burstS} s), ${r.ok}/${launches} ok`,
-        value: round(r.startupS + r.burstS, 2),
-        unit: 's',
-        goal: r.mode === 'worker' ? '< 60 s (launch-burst.ts)' : '',
-        ...(r.mode === 'worker' ? { met: r.startupS + r.burstS < 60 && r.ok === launches } : {}),
-      },
-    );
-  }
-  const section = stdout
-    .slice(stdout.indexOf('## Launch burst'))
+  return { code, stdout, stderr, wallS: round((Date.now() - started) / 1000) };
+}
+
+/**
+ * The markdown section a launch-burst child printed (from its `## Launch burst` heading):
+ * raw lines (tables set apart by blank lines, so that they render) and the lines under its
+ * `### Where the time goes` heading.
+ */
+function childSection(stdout: string): { raw: string[]; analysis: string[] } {
+  const start = stdout.indexOf('## Launch burst');
+  const section = (start < 0 ? '' : stdout.slice(start))
     .split('\n')
     .slice(1)
     .filter((l) => l.trim() !== '' && !l.startsWith('- Command:'));
-  // Its table, set apart by blank lines so that it renders as a table.
-  section.forEach((line, i) => {
+  const split = section.indexOf('### Where the time goes');
+  const body = split < 0 ? section : section.slice(0, split);
+  const raw: string[] = [];
+  body.forEach((line, i) => {
     const table = line.startsWith('|');
-    if (table && !(section[i - 1] ?? '').startsWith('|')) result.raw.push('');
-    result.raw.push(line);
-    if (table && !(section[i + 1] ?? '').startsWith('|')) result.raw.push('');
+    if (table && !(body[i - 1] ?? '').startsWith('|')) raw.push('');
+    raw.push(line);
+    if (table && !(body[i + 1] ?? '').startsWith('|')) raw.push('');
   });
-  result.analysis.push(
-    "- Not measured by bench/launch-burst.ts, which signs with the sandbox CA: issue #8's wall time against the serialised-CA floor (CA at 0.5 s per call, goal ≤ 1.15×); its CA-side counts (one CA call per launch).",
-  );
+  return { raw, analysis: split < 0 ? [] : section.slice(split + 1) };
+}
+
+/**
+ * Bench 3 through bench/launch-burst.ts, as two child runs of 50 launches, all in flight,
+ * worker and process modes:
+ * - `burst-boot` (issue #9): console double with `boot_sleep: 10` (every rake process — so
+ *   every call without the worker — takes 10 s more), sandbox CA; console tasks vs the
+ *   minimum, cold total with the worker < 60 s;
+ * - `burst-ca` (issue #8, bench 3): console tasks at 1 s each, `[ca] backend = puppet-cert`
+ *   against the `puppet cert` double at 0.5 s per call; node:add, parameters tasks and CA
+ *   processes = launches, wall time / serialized-CA floor ≤ 1.15.
+ *
+ * @param maxMinutes - each burst is stopped after this long (a child is killed after all of
+ *   its bursts' time and its floors', plus a minute)
+ * @param runs - which of the two (default both)
+ */
+export async function launchBurstBench(maxMinutes = 4, runs: readonly BurstRun[] = BURST_RUNS): Promise<BenchResult> {
+  const launches = 50;
+  const common = ['--launches', String(launches), '--concurrency', '50', '--modes', 'worker,process', '--max-minutes', String(maxMinutes), '--no-results'];
+  const plan: Array<{ run: BurstRun; args: string[]; killAfterMs: number }> = [
+    { run: 'burst-boot', args: ['bench/launch-burst.ts', '--boot', '10', ...common], killAfterMs: (2 * maxMinutes + 1) * 60_000 },
+    {
+      run: 'burst-ca',
+      args: ['bench/launch-burst.ts', '--ca', 'puppet-cert', '--ca-sleep', '0.5', '--console-sleep', '1', ...common],
+      // Two bursts, and before each a floor of 50 direct CA calls (≈ 40 s here).
+      killAfterMs: (2 * (maxMinutes + 2) + 1) * 60_000,
+    },
+  ];
+  const chosen = plan.filter((p) => runs.includes(p.run));
+  const result: BenchResult = {
+    name: 'burst',
+    title: '3. Launch burst (bench/launch-burst.ts)',
+    command: chosen.map((p) => `npx tsx ${p.args.join(' ')}`).join('`, then `'),
+    figures: [],
+    raw: [],
+    analysis: [],
+  };
+  if (!existsSync(join(ROOT, 'bench', 'launch-burst.ts'))) return { ...result, skipped: 'bench/launch-burst.ts does not exist' };
+  const started = Date.now();
+  const failures: string[] = [];
+  for (const { run, args, killAfterMs } of chosen) {
+    const child = await launchBurstChild(args, killAfterMs);
+    const section = childSection(child.stdout);
+    const failed = (what: string): void => {
+      failures.push(`${run}: bench/launch-burst.ts ${what}: ${(child.stderr || child.stdout).trim().split('\n').slice(-8).join(' / ')}`);
+      result.figures.push({ label: `${run}: bench/launch-burst.ts ${what}`, value: 'no figures', unit: '', goal: 'runs to the end', met: false });
+    };
+    if (run === 'burst-boot') {
+      const runs = [...child.stdout.matchAll(/^(worker|process), concurrency (\d+): start-up ([\d.]+) s, burst ([\d.]+) s, (\d+)\/(\d+) ok, (\d+) rake processes, (\d+) tasks/gm)].map((m) => ({
+        mode: m[1]!,
+        startupS: Number(m[3]),
+        burstS: Number(m[4]),
+        ok: Number(m[5]),
+        processes: Number(m[7]),
+        tasks: Number(m[8]),
+      }));
+      if (child.code !== 0 || runs.length === 0) {
+        failed(`(issue #9, --boot 10) exited ${child.code}`);
+        continue;
+      }
+      // The minimum: node:add + the parameters task per launch, plus one nodegroup:list and one
+      // nodeclass:list (the create's group/class check, cached for the TTL).
+      const minimum = 2 * launches + 2;
+      for (const r of runs) {
+        result.figures.push(
+          {
+            label: `boot 10 s, ${r.mode}: console tasks for ${launches} launches (${r.processes} rake processes)`,
+            value: r.tasks,
+            unit: '',
+            goal: `the minimum, ${minimum} (node:add + parameters per launch, 2 lists)`,
+            met: r.tasks <= minimum && r.ok === launches,
+          },
+          {
+            label: `boot 10 s, ${r.mode}: cold total (start-up ${r.startupS} s + burst ${r.burstS} s), ${r.ok}/${launches} ok`,
+            value: round(r.startupS + r.burstS, 2),
+            unit: 's',
+            goal: r.mode === 'worker' ? '< 60 s (issue #9)' : '',
+            ...(r.mode === 'worker' ? { met: r.startupS + r.burstS < 60 && r.ok === launches } : {}),
+          },
+        );
+      }
+      result.raw.push(`**Issue #9: console boot 10 s, sandbox CA** (${child.wallS} s):`, ...section.raw, '');
+      result.analysis.push(...section.analysis);
+    } else {
+      const summaries = parseCaSummary(child.stdout);
+      if (child.code !== 0 || summaries.length === 0) {
+        failed(`(bench 3, --ca puppet-cert) exited ${child.code}`);
+        continue;
+      }
+      for (const s of summaries) {
+        const all = s.ok === s.launches;
+        result.figures.push(
+          {
+            label: `puppet-cert CA, ${s.mode}: wall ${s.wallS} s / serialized-CA floor ${s.floorS} s, ${s.ok}/${s.launches} ok`,
+            value: s.ratio.toFixed(3),
+            unit: '×',
+            goal: `≤ ${FLOOR_RATIO_GOAL}`,
+            met: s.ratio <= FLOOR_RATIO_GOAL && all,
+          },
+          {
+            label: `puppet-cert CA, ${s.mode}: node:add tasks (${s.rakeProcesses} rake processes in all)`,
+            value: s.nodeAdd,
+            unit: '',
+            goal: `one per launch, ${s.launches}`,
+            met: s.nodeAdd === s.launches && all,
+          },
+          {
+            label: `puppet-cert CA, ${s.mode}: parameters tasks (one parameter per launch; and ${s.lists} list tasks, ${s.otherTasks} other)`,
+            value: s.parameters,
+            unit: '',
+            goal: `one per launch, ${s.launches}`,
+            met: s.parameters === s.launches && s.otherTasks === 0 && all,
+          },
+          {
+            label: `puppet-cert CA, ${s.mode}: CA processes (generate ${s.caGenerate}, other ${s.caOther}; serialized: ${s.serialized ? 'yes' : 'NO'})`,
+            value: s.caGenerate + s.caOther,
+            unit: '',
+            goal: `one generate per launch, ${s.launches}, nothing else`,
+            met: s.caGenerate === s.launches && s.caOther === 0 && s.serialized && all,
+          },
+        );
+      }
+      result.raw.push(`**Issue #8, bench 3: console tasks at 1 s, puppet cert CA at 0.5 s per call** (${child.wallS} s):`, ...section.raw, '');
+      result.analysis.push(...section.analysis);
+    }
+  }
+  result.wallS = round((Date.now() - started) / 1000);
+  if (failures.length === chosen.length) return { ...result, skipped: failures.join(' | ') };
+  if (failures.length > 0) result.analysis.push(...failures.map((f) => `- Failed: ${f}`));
   return result;
 }
 
@@ -142,16 +252,18 @@ export async function runBenches(options: RunOptions = {}): Promise<BenchResult[
   const host = await machine();
   const startedAt = new Date();
   const t0 = Date.now();
+  // `burst` runs both launch bursts; `burst-boot` / `burst-ca` one of them.
+  const burstRuns = BURST_RUNS.filter((r) => only.has('burst') || only.has(r));
   const plan: Array<[string, () => Promise<BenchResult>]> = [
     ['startup', () => startupBench()],
     ['overhead', () => overheadBench({ calls: options.calls ?? 200, certCalls: options.certCalls ?? 200 })],
     ['discovery', () => discoveryBench()],
-    ['burst', () => launchBurstBench(options.burstMinutes ?? 4)],
+    ['burst', () => launchBurstBench(options.burstMinutes ?? 4, burstRuns)],
     ['ca', () => caBench()],
   ];
   const results: BenchResult[] = [];
   for (const [name, bench] of plan) {
-    if (!only.has(name)) continue;
+    if (name === 'burst' ? burstRuns.length === 0 : !only.has(name)) continue;
     console.log(`\n-- ${name} (load average ${loadAverage()})`);
     const started = Date.now();
     let result: BenchResult;
@@ -211,7 +323,7 @@ export async function runBenches(options: RunOptions = {}): Promise<BenchResult[
 const isMain = process.argv[1] !== undefined && /bench\/run(\.ts)?$/.test(process.argv[1]);
 if (isMain) {
   const o = new Command('bench')
-    .option('--only <list>', `comma-separated subset of ${BENCHES.join(',')}`)
+    .option('--only <list>', `comma-separated subset of ${BENCHES.join(',')} (or ${BURST_RUNS.join(', ')}: one half of burst)`)
     .option('--no-results', 'print only; do not append to bench/RESULTS.md')
     .option('--calls <n>', 'bench 1: calls per side for list/create/delete', '200')
     .option('--cert-calls <n>', 'bench 1: calls per side for certificates', '200')
