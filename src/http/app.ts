@@ -48,6 +48,14 @@ export interface AppDependencies {
   draining?: () => boolean;
 }
 
+/** `res.locals` key marking an answer as an expected backend failure (logged as a warning). */
+const EXPECTED_FAILURE = 'espmExpectedFailure';
+
+/** Whether the error handler marked this answer as an expected backend failure. */
+function isExpectedFailure(res: ServerResponse): boolean {
+  return (res as express.Response).locals?.[EXPECTED_FAILURE] === true;
+}
+
 /** The path of a request without its query string (never logged: it is the caller's). */
 function pathOf(url: string | undefined): string {
   return (url ?? '/').split('?', 1)[0] ?? '/';
@@ -123,7 +131,10 @@ export function createApp(deps: AppDependencies): Express {
       quietResLogger: true,
       genReqId: () => randomUUID(),
       customAttributeKeys: { responseTime: 'ms' },
-      customLogLevel: (_req, res, err) => (err !== undefined || res.statusCode >= 500 ? 'error' : 'info'),
+      // A backend failure the services expect (a problem with a contract code) is a warning;
+      // only what no code describes is an error.
+      customLogLevel: (_req, res, err) =>
+        err !== undefined || res.statusCode >= 500 ? (isExpectedFailure(res) ? 'warn' : 'error') : 'info',
       customSuccessMessage: () => 'request',
       customErrorMessage: () => 'request failed',
       customSuccessObject: (req, res, value: Record<string, unknown>) => requestLogFields(req, res, value),
@@ -168,7 +179,14 @@ export function createApp(deps: AppDependencies): Express {
       return;
     }
     const problem = toProblem(err);
-    if (problem.status >= 500) req.log.error({ err }, 'unhandled error');
+    if (err instanceof ServiceError && problem.status >= 500) {
+      // A backend failure is expected (the console or CA refused, timed out or is missing):
+      // a warning with its problem code and detail, not a stack trace.
+      res.locals[EXPECTED_FAILURE] = true;
+      req.log.warn({ code: problem.code, status: problem.status, detail: problem.detail }, 'backend failure');
+    } else if (problem.status >= 500) {
+      req.log.error({ err }, 'unhandled error');
+    }
     sendProblem(res, problem);
   };
   app.use(onError);

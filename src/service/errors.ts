@@ -37,9 +37,18 @@ export class ServiceError extends Error {
   }
 }
 
+/** The problem code of each way a backend call fails (docs/design.md, "Errors"). */
+const FAILURE_CODES = {
+  failed: 'backend_failed',
+  interrupted: 'backend_failed',
+  timeout: 'backend_timeout',
+  unavailable: 'backend_unavailable',
+} as const satisfies Record<BackendError['failure'], ServiceErrorCode>;
+
 /**
- * Maps a backend failure to the contract: `timeout` → `backend_timeout` (504); anything else
- * → `backend_failed` (502), the tool's words in the detail.
+ * Maps a backend failure to the contract: `timeout` → `backend_timeout` (504); `unavailable`
+ * (the tool's binary is missing, or the service cannot be reached) → `backend_unavailable`
+ * (503); anything else → `backend_failed` (502). The tool's words go into the detail.
  *
  * @param err - what the adapter threw
  * @param doing - what espm was doing, e.g. `creating node web01`
@@ -47,7 +56,7 @@ export class ServiceError extends Error {
 export function backendProblem(err: unknown, doing: string): ServiceError {
   if (err instanceof BackendError) {
     const output = err.output === '' ? '' : `: ${err.output}`;
-    return new ServiceError(err.failure === 'timeout' ? 'backend_timeout' : 'backend_failed', `${doing}: ${err.message}${output}`);
+    return new ServiceError(FAILURE_CODES[err.failure], `${doing}: ${err.message}${output}`);
   }
   return new ServiceError('backend_failed', `${doing}: ${(err as Error).message}`);
 }

@@ -2,7 +2,8 @@
  * Backend faults (issue #6, DESIGN.md "Backends"): every command has a timeout and is killed
  * at it (504 `backend_timeout`, ownership uncertain), the daemon keeps answering meanwhile;
  * a tool's failure is a 502 `backend_failed` carrying the tool's words; a create that fails
- * half-way is rolled back; a missing binary is a clear 502 and a start-up warning.
+ * half-way is rolled back; a missing binary is a clear 503 `backend_unavailable` and a start-up warning; each
+ * expected backend failure is logged as a warning with its problem code, never as an unhandled error.
  * Against the console double (real rake) and the puppet cert 2.7 double.
  */
 import { join } from 'node:path';
@@ -226,7 +227,7 @@ describeWithRake('backend faults', () => {
   });
 
   describe('missing binaries', () => {
-    it('rake = /nonexistent/rake: a start-up warning, then a clear 502 (cannot run …) for lists and creates', async () => {
+    it('rake = /nonexistent/rake: a start-up warning, then a clear 503 backend_unavailable (cannot run …) for lists and creates', async () => {
       const espm = await start({ classifier: { rake: '/nonexistent/rake' } });
       const warning = espm.logs.records().find((r) => String(r['msg']).startsWith('console not usable'));
       expect(warning).toMatchObject({ level: 40 });
@@ -235,22 +236,32 @@ describeWithRake('backend faults', () => {
 
       for (const path of ['/v1/groups', '/v1/classes']) {
         const res = await rawRequest(espm, { method: 'GET', path });
-        expectProblem(res, 502, 'backend_failed');
+        expectProblem(res, 503, 'backend_unavailable');
         expect(res.body?.['detail']).toMatch(/cannot run .*\/nonexistent\/rake/);
       }
       const create = await post(espm, '/v1/nodes', { name: 'norake.example.test' });
-      expectProblem(create, 502, 'backend_failed');
+      expectProblem(create, 503, 'backend_unavailable');
       expect(create.body?.['detail']).toMatch(/cannot run .*\/nonexistent\/rake/);
       expect(await ledgerEntries(espm)).toEqual([]);
+      // Logged as expected failures: warnings with their code and detail, no stack, no `unhandled error`.
+      const failures = espm.logs.records().filter((r) => r['msg'] === 'backend failure');
+      expect(failures).toHaveLength(3);
+      for (const line of failures) {
+        expect(line).toMatchObject({ level: 40, code: 'backend_unavailable', status: 503 });
+        expect(String(line['detail'])).toContain('/nonexistent/rake');
+        expect(line['err']).toBeUndefined();
+      }
+      expect(espm.logs.records().filter((r) => r['msg'] === 'unhandled error')).toEqual([]);
+      expect(espm.logs.records().filter((r) => r['msg'] === 'request failed' || (r['msg'] === 'request' && Number(r['status']) >= 500)).every((r) => r['level'] === 40)).toBe(true);
       // The rest of the daemon works.
       expect((await rawRequest(espm, { method: 'GET', path: '/v1/status' })).status).toBe(200);
       expect((await post(espm, '/v1/certificates', { certname: 'norake.example.test' })).status).toBe(201);
     });
 
-    it('puppet = /nonexistent/puppet: a clear 502 (cannot run …) for a certificate, no ledger entry', async () => {
+    it('puppet = /nonexistent/puppet: a clear 503 backend_unavailable (cannot run …) for a certificate, no ledger entry', async () => {
       const espm = await start({ ca: { puppet: '/nonexistent/puppet' } });
       const res = await post(espm, '/v1/certificates', { certname: 'nopuppet.example.test' });
-      expectProblem(res, 502, 'backend_failed');
+      expectProblem(res, 503, 'backend_unavailable');
       expect(res.body?.['detail']).toMatch(/cannot run .*\/nonexistent\/puppet/);
       expect(await ledgerEntries(espm)).toEqual([]);
       expect((await post(espm, '/v1/nodes', { name: 'nopuppet.example.test' })).status).toBe(201);

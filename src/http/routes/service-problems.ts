@@ -21,7 +21,7 @@ export const SERVICE_ERROR_STATUS: Record<ServiceErrorCode, number> = {
   certificate_not_found: 404,
   backend_failed: 502,
   backend_timeout: 504,
-  backend_unavailable: 502,
+  backend_unavailable: 503,
 };
 
 /**
