@@ -1,40 +1,43 @@
 /**
- * The Classifier interface: what espm asks of a console (the ENC), whatever its kind.
- * Adapters know their tool (invocation, messages, exit codes); they never decide ownership.
+ * The Classifier interface: what espm asks of a console (the ENC), whatever its kind — shaped
+ * by the job (create and delete a node's *classification*), not by any one tool's steps.
+ *
+ * An adapter knows its tool (invocations, messages, exit codes, its own multi-step work and
+ * the rollback of it); it never decides ownership — that is the node service's
+ * (src/service/nodes.ts). What an adapter needs later to remove exactly what it made is its
+ * *receipt*, kept by the ledger (src/ownership/entries.ts). Source of truth: docs/design.md
+ * ("Layers", "Ownership", "Backends").
  *
  * @packageDocumentation
  */
 import { BackendError } from '../backend.js';
+import type { Receipt } from '../ownership/entries.js';
 
-/** A node as espm asks the console to create it. */
-export interface ClassifiedNode {
+export type { Receipt } from '../ownership/entries.js';
+
+/** A node's whole classification, as the platform asked for it (names already validated). */
+export interface Classification {
   /** Node name (= certname). */
   name: string;
   /** Node groups, all known to the console. */
   groups: readonly string[];
   /** Classes, all known to the console. */
   classes: readonly string[];
+  /** Parameter name → value (top-scope variables); `{}` for none. */
+  parameters: Readonly<Record<string, string>>;
 }
 
-/** What this console can store, detected once from the tool. */
-export interface ClassifierCapabilities {
-  /** Node parameters can be set at all. */
-  parameters: boolean;
-  /**
-   * Why a parameter value cannot be stored, or undefined when it can
-   * (e.g. 1.2.x cannot carry a comma).
-   */
-  refuseParameterValue(value: string): string | undefined;
-  /** Human description, e.g. `puppet-dashboard 1.2.x (node:parameters)`. */
-  description: string;
-}
-
-/** A classifier call failed (see {@link BackendError}: `failed`, `timeout`, `unavailable`). */
+/**
+ * A classifier call failed (see {@link BackendError}): `failed` (the console refused or
+ * answered something unexpected; for a create: nothing is left), `timeout` / `interrupted`
+ * (the outcome is unknown: something may be left), `unavailable` (the tool or service cannot
+ * be reached; nothing happened).
+ */
 export class ClassifierError extends BackendError {
   override readonly name = 'ClassifierError';
 }
 
-/** `addNode`: the console already has a node of that name (owned or not). */
+/** `create`: the console already has a node of that name (owned or not); nothing was created. */
 export class NodeExistsError extends Error {
   override readonly name = 'NodeExistsError';
   /** @param output - the console's message, e.g. `Node already exists!` */
@@ -48,42 +51,51 @@ export interface Classifier {
   /** The backend name of `[classifier] backend`. */
   readonly backend: string;
   /**
-   * Names of every node group, sorted.
+   * Names of every node group, sorted by code point.
    * @throws {@link ClassifierError}
    */
   listGroups(): Promise<string[]>;
   /**
-   * Names of every class, sorted.
+   * Names of every class, sorted by code point.
    * @throws {@link ClassifierError}
    */
   listClasses(): Promise<string[]>;
   /**
-   * What the console can store.
-   * @throws {@link ClassifierError} when it cannot be found out
-   */
-  capabilities(): Promise<ClassifierCapabilities>;
-  /**
-   * Creates a node with its groups and classes in one call.
-   * @throws {@link NodeExistsError} when a node of that name exists
-   * @throws {@link ClassifierError}
-   */
-  addNode(node: ClassifiedNode): Promise<void>;
-  /**
-   * Sets a node's parameters (top-scope variables).
-   * @throws {@link ClassifierError}
-   */
-  setParameters(name: string, parameters: Readonly<Record<string, string>>): Promise<void>;
-  /**
-   * Deletes a node.
-   * @returns `deleted`, or `absent` when the console has no node of that name
-   * @throws {@link ClassifierError}
-   */
-  deleteNode(name: string): Promise<'deleted' | 'absent'>;
-  /**
-   * Prepares what the adapter keeps running (the dashboard-rake console worker) at
-   * start-up, rather than at the first call. Never throws.
+   * The parameters this console cannot store, with why (e.g. a comma in a value on
+   * puppet-dashboard 1.2.x). Never writes.
    *
-   * @returns fields for the start-up log line (e.g. `{ worker: 'ready' }`)
+   * @param parameters - name → value, already validated
+   * @returns name → why; `{}` when every one can be stored
+   * @throws {@link ClassifierError} when the console's abilities cannot be found out
+   */
+  unstorableParameters(parameters: Readonly<Record<string, string>>): Promise<Record<string, string>>;
+  /**
+   * Creates the node's whole classification (groups, classes, parameters). The adapter's own
+   * multi-step work and its rollback live here: when it fails with `failed`, nothing is left.
+   *
+   * @returns the receipt the ledger keeps and {@link Classifier.delete} gets back (`{}` when
+   *   the console finds the node by name)
+   * @throws {@link NodeExistsError} when a node of that name exists (nothing created)
+   * @throws {@link ClassifierError} `failed` (nothing left: refused, or rolled back — the
+   *   message says so), `timeout` / `interrupted` (something may be left), `unavailable`
+   */
+  create(classification: Classification): Promise<Receipt>;
+  /**
+   * Deletes exactly what {@link Classifier.create} made for `name`.
+   *
+   * @param receipt - what `create` returned, as the ledger kept it; null for an entry adopted
+   *   by an operator or migrated without one (the adapter then works from the name)
+   * @returns `deleted`, or `absent` when the console has no such node (already gone)
+   * @throws {@link ClassifierError}
+   */
+  delete(name: string, receipt: Receipt | null): Promise<'deleted' | 'absent'>;
+  /**
+   * Checks the console and prepares what the adapter keeps running (the dashboard-rake
+   * console worker) at start-up rather than at the first call.
+   *
+   * @returns fields for the start-up log line (e.g. `{ console: '…', worker: 'ready' }`)
+   * @throws {@link ClassifierError} when the console is not usable (logged as a warning; calls
+   *   are still tried later)
    */
   start?(): Promise<Record<string, unknown>>;
   /** Ends what the adapter keeps running (the console worker). Called when espm stops. */

@@ -1,10 +1,9 @@
 /**
  * Classifier adapter for the Puppet Enterprise 2.x/3.x console (puppet-dashboard 1.2.x, 2.0)
- * through its rake tasks.
+ * through its rake tasks (`[classifier] backend = dashboard-rake`).
  *
- * Source of truth for every invocation, message and exit code: puppet-dashboard 1.2.6–1.2.23
- * and 2.0 `lib/tasks/node.rake` and `lib/tasks/classesgroups.rake`, as summarised in
- * `shared/reference/dashboard-rake.md`:
+ * Source of truth for every invocation, message and exit code: docs/reference/dashboard-rake.md
+ * (puppet-dashboard 1.2.6–1.2.23 and 2.0 `lib/tasks/node.rake`, `lib/tasks/classesgroups.rake`):
  * - `rake -s -f <Rakefile> RAILS_ENV=<env> <task> key=value …`, each pair its own argv
  *   element; the tasks read `ENV`, so the child's environment carries nothing else
  *   (src/exec rebuilds it from an allow-list);
@@ -13,6 +12,11 @@
  *   both streams are read;
  * - success and failure are judged by exit status AND the documented message.
  *
+ * A create is one `node:add` carrying groups and classes, then — only when there are
+ * parameters — one `node:parameters` (1.2.7+) or `node:variables` (2.0) task; when that second
+ * task fails the node is deleted again (`node:del`) before the create fails. The console finds
+ * a node by name: the receipt is `{}`.
+ *
  * With `[classifier] worker = on` (the default) every task but `-T` runs in the warm console
  * worker ({@link ConsoleWorkerManager}: the Rails boot is paid once, not per call), which
  * answers byte for byte what a rake process would; otherwise, and whenever no worker is
@@ -20,59 +24,60 @@
  *
  * @packageDocumentation
  */
-import type { Config } from '../config.js';
-import { onceUntilFailure, runBackendCommand } from '../backend.js';
+import { BackendError, onceUntilFailure, outcomeUnknown, runBackendCommand } from '../backend.js';
 import type { CommandRunner } from '../exec/command.js';
 import { ExecaWorkerSpawner, type WorkerSpawner } from '../exec/worker.js';
 import type { Logger } from '../logger.js';
-import { ConsoleWorkerManager, type ConsoleWorkerStatus } from './console-worker.js';
+import { ConsoleWorkerManager, type ConsoleWorkerStatus } from './console-worker-manager.js';
+import { ClassifierError, NodeExistsError, type Classification, type Classifier, type Receipt } from './classifier.js';
 import {
-  ClassifierError,
-  NodeExistsError,
-  type ClassifiedNode,
-  type Classifier,
-  type ClassifierCapabilities,
-} from './classifier.js';
+  CONSOLE_MESSAGES,
+  consoleOutput,
+  dropInDirectoryLines,
+  encodeParameters,
+  parameterDialect,
+  parseNameList,
+  parseTaskList,
+  READ_ONLY_TASKS,
+  type ParameterDialect,
+  type RakeOutput,
+} from './dashboard-rake-tasks.js';
 
-/** Lines rake 0.8.7 prints when run without `-s`. */
-const RAKE_IN_DIRECTORY_LINE = /^\(in .*\)$/;
+export {
+  CONSOLE_MESSAGES,
+  consoleOutput,
+  encodeParameters,
+  parseNameList,
+  parseTaskList,
+  READ_ONLY_TASKS,
+  type RakeOutput,
+} from './dashboard-rake-tasks.js';
 
-/** Messages of the console's tasks (puppet-dashboard 1.2.x/2.0 `lib/tasks/node.rake`). */
-export const CONSOLE_MESSAGES = {
-  /** `node:add` success. */
-  nodeCreated: /^Node successfully created!$/m,
-  /** `node:add` on an existing name (any node, owned or not). */
-  nodeExists: /^Node already exists!$/m,
-  /** `node:del` / `node:*` on a missing node: 1.2.x `Node does not exist!`, 1.2.23+ `Node N doesn't exist!`. */
-  nodeMissing: /^Node (?:does not exist!|.*doesn't exist!)$/m,
-  /** `node:parameters` (1.2.7+) / `node:variables` (2.0) success. */
-  parametersEdited: /^Node (?:parameters|variables) successfully edited for .*!$/m,
-} as const;
-
-/** One rake task's answer, with rake's `(in …)` lines removed. */
-export interface RakeOutput {
-  /** Exit status (a signal as 128 + its number). */
-  exitCode: number;
-  /** What the task printed on stdout. */
-  stdout: string;
-  /** What the task printed on stderr. */
-  stderr: string;
+/** The `[classifier]` keys this adapter reads (times in ms). */
+export interface DashboardRakeSettings {
+  /** Absolute path of rake. */
+  rake: string;
+  /** Absolute path of the console's Rakefile. */
+  rakefile: string;
+  /** `RAILS_ENV`. */
+  railsEnv: string;
+  /** The console's directory (cwd of every task). */
+  cwd: string;
+  /** Deadline of one task, ms. */
+  timeoutMs: number;
+  /** Whether the warm console worker is used. */
+  worker: boolean;
+  /** Absolute path of the console's Ruby (for the worker). */
+  ruby: string;
+  /** Tasks one worker runs before it is replaced. */
+  workerMaxTasks: number;
+  /** Age at which a worker is replaced, ms. */
+  workerMaxAgeMs: number;
+  /** Idle time after which the worker's database connection is refreshed, ms. */
+  workerIdleRefreshMs: number;
 }
 
-/**
- * Tasks that only read: after a worker died running one, it is safe to run it again as a
- * process. Every other task may have changed the console.
- */
-export const READ_ONLY_TASKS: ReadonlySet<string> = new Set([
-  '-T',
-  'nodegroup:list',
-  'nodeclass:list',
-  'node:list',
-  'node:listgroups',
-  'node:listclasses',
-]);
-
-/** Collaborators of {@link DashboardRakeClassifier} besides config and command runner. */
+/** Collaborators of {@link DashboardRakeClassifier} besides settings and command runner. */
 export interface DashboardRakeOptions {
   /** Task names and outcomes are logged at debug level (never argument values). */
   logger?: Logger;
@@ -91,61 +96,8 @@ export interface DashboardRakeOptions {
 export interface ConsoleTasks {
   /** Every task name listed by `rake -s -f <Rakefile> -T`. */
   names: ReadonlySet<string>;
-}
-
-/**
- * Parses `rake -T` output (`rake node:add  # Add a new node`) into task names.
- *
- * @param stdout - rake's stdout
- */
-export function parseTaskList(stdout: string): Set<string> {
-  const names = new Set<string>();
-  for (const line of stdout.split('\n')) {
-    const match = /^rake ([\w:]+)(?:\[[^\]]*\])?\s+#/.exec(line);
-    if (match?.[1] !== undefined) names.add(match[1]);
-  }
-  return names;
-}
-
-/**
- * Parses a list task's stdout (`nodegroup:list`, `nodeclass:list`): one name per line, no
- * header; drops empty lines and rake's `(in …)` line. Names are kept as printed (group
- * names may hold spaces).
- *
- * @param stdout - the task's stdout
- * @returns the names, sorted by code point (the console sorts by MySQL collation)
- */
-export function parseNameList(stdout: string): string[] {
-  return stdout
-    .split('\n')
-    .map((line) => line.replace(/\r$/, ''))
-    .filter((line) => line !== '' && !RAKE_IN_DIRECTORY_LINE.test(line))
-    .sort();
-}
-
-/** The tool's words for an error detail: stdout then stderr, `(in …)` lines dropped, trimmed. */
-export function consoleOutput(output: RakeOutput): string {
-  return [output.stdout, output.stderr]
-    .join('\n')
-    .split('\n')
-    .filter((line) => !RAKE_IN_DIRECTORY_LINE.test(line))
-    .join('\n')
-    .trim();
-}
-
-/**
- * Encodes parameters for `node:parameters` (1.2.7+: `k1=v1,k2=v2`, split on `,` then the
- * first `=`, no escaping — values with a comma cannot be carried) or `node:variables`
- * (2.0: `,` and `=` in values escaped as `\,` and `\=`; values with a backslash are
- * refused earlier, see {@link DashboardRakeClassifier.capabilities}).
- *
- * @param parameters - key → value, already validated
- * @param escape - true for `node:variables`
- */
-export function encodeParameters(parameters: Readonly<Record<string, string>>, escape: boolean): string {
-  return Object.entries(parameters)
-    .map(([key, value]) => `${key}=${escape ? value.replace(/[,=]/g, (c) => `\\${c}`) : value}`)
-    .join(',');
+  /** How this console version takes parameters (the comma rules). */
+  parameters: ParameterDialect;
 }
 
 /** The dashboard-rake adapter. One instance per daemon: it detects the task set once. */
@@ -156,12 +108,12 @@ export class DashboardRakeClassifier implements Classifier {
   private readonly workers: ConsoleWorkerManager | undefined;
 
   /**
-   * @param config - `[classifier]`: rake, rakefile, rails_env, cwd, timeout, worker, ruby, worker_*
+   * @param config - `[classifier]`: rake, rakefile, railsEnv, cwd, timeoutMs, worker, ruby, worker*
    * @param runner - runs rake processes (src/exec)
    * @param options - logger, state directory (for the worker), worker spawner, clock
    */
   constructor(
-    private readonly config: Config['classifier'],
+    private readonly config: DashboardRakeSettings,
     private readonly runner: CommandRunner,
     options: DashboardRakeOptions = {},
   ) {
@@ -188,11 +140,18 @@ export class DashboardRakeClassifier implements Classifier {
   }
 
   /**
-   * Starts (and checks) the console worker, when it is on; never throws.
+   * Detects the console's task set and starts (and checks) the console worker, when it is on.
    *
-   * @returns `{ worker: <state>, worker_pid?, worker_reason? }` for the start-up log
+   * @returns `{ console: <description>, worker: <state>, worker_pid?, worker_reason? }` for the start-up log
+   * @throws {@link ClassifierError} when rake cannot list the console's tasks (the worker's
+   *   own failures never throw: calls then run processes)
    */
   async start(): Promise<Record<string, unknown>> {
+    const [tasks, worker] = await Promise.all([this.consoleTasks(), this.startWorker()]);
+    return { console: tasks.parameters.description, ...worker };
+  }
+
+  private async startWorker(): Promise<Record<string, unknown>> {
     if (this.workers === undefined) return { worker: this.config.worker ? 'off (no state directory)' : 'off' };
     const status = await this.workers.warmUp();
     return { worker: status.state, ...(status.pid === undefined ? {} : { worker_pid: status.pid }), ...(status.reason === undefined ? {} : { worker_reason: status.reason }) };
@@ -210,7 +169,7 @@ export class DashboardRakeClassifier implements Classifier {
 
   /**
    * Runs one rake task: in the console worker when there is one (not `-T`), else as its own
-   * process. Both give the same answer.
+   * process. Both give the same answer, with rake's `(in …)` lines removed.
    *
    * @param task - e.g. `node:add`, or `-T` for the task list
    * @param args - `key=value` arguments, each its own argv element
@@ -223,14 +182,9 @@ export class DashboardRakeClassifier implements Classifier {
       this.workers !== undefined && task !== '-T'
         ? await this.workers.run(task, argv, READ_ONLY_TASKS.has(task))
         : await this.rakeProcess(task, argv);
-    const drop = (text: string): string =>
-      text
-        .split('\n')
-        .filter((line) => !RAKE_IN_DIRECTORY_LINE.test(line))
-        .join('\n');
     const ms = Number((process.hrtime.bigint() - started) / 1_000_000n);
     this.logger?.debug({ task, exit: result.exitCode, ms }, 'console task finished');
-    return { exitCode: result.exitCode, stdout: drop(result.stdout), stderr: drop(result.stderr) };
+    return { exitCode: result.exitCode, stdout: dropInDirectoryLines(result.stdout), stderr: dropInDirectoryLines(result.stderr) };
   }
 
   /**
@@ -271,33 +225,8 @@ export class DashboardRakeClassifier implements Classifier {
         consoleOutput(out),
       );
     }
-    return { names };
+    return { names, parameters: parameterDialect(names) };
   });
-
-  async capabilities(): Promise<ClassifierCapabilities> {
-    const { names } = await this.consoleTasks();
-    if (names.has('node:variables')) {
-      return {
-        parameters: true,
-        refuseParameterValue: (value) =>
-          value.includes('\\') ? 'a backslash cannot be carried by node:variables (it escapes commas)' : undefined,
-        description: 'puppet-dashboard 2.0 (node:variables)',
-      };
-    }
-    if (names.has('node:parameters')) {
-      return {
-        parameters: true,
-        refuseParameterValue: (value) =>
-          value.includes(',') ? 'this console (node:parameters, 1.2.x) cannot carry a comma in a value' : undefined,
-        description: 'puppet-dashboard 1.2.7+ (node:parameters)',
-      };
-    }
-    return {
-      parameters: false,
-      refuseParameterValue: () => 'this console (puppet-dashboard before 1.2.7) has no task to set node parameters',
-      description: 'puppet-dashboard before 1.2.7 (no parameters task)',
-    };
-  }
 
   private async list(task: string): Promise<string[]> {
     const out = await this.rake(task);
@@ -315,34 +244,82 @@ export class DashboardRakeClassifier implements Classifier {
     return this.list('nodeclass:list');
   }
 
-  async addNode(node: ClassifiedNode): Promise<void> {
-    const args: Record<string, string> = { name: node.name };
-    if (node.groups.length > 0) args['groups'] = node.groups.join(',');
-    if (node.classes.length > 0) args['classes'] = node.classes.join(',');
+  /** Refuses what the console version cannot carry: any parameter before 1.2.7, a comma on 1.2.x, a backslash on 2.0. */
+  async unstorableParameters(parameters: Readonly<Record<string, string>>): Promise<Record<string, string>> {
+    const entries = Object.entries(parameters);
+    if (entries.length === 0) return {};
+    const { parameters: dialect } = await this.consoleTasks();
+    const refused: Record<string, string> = {};
+    for (const [key, value] of entries) {
+      const why = dialect.refuse(value);
+      if (why !== undefined) Object.defineProperty(refused, key, { value: why, enumerable: true, writable: true, configurable: true });
+    }
+    return refused;
+  }
+
+  /**
+   * `node:add` with groups and classes, then the parameters task when there are parameters;
+   * a failed parameters task is rolled back with `node:del`.
+   */
+  async create(classification: Classification): Promise<Receipt> {
+    const { name } = classification;
+    const args: Record<string, string> = { name };
+    if (classification.groups.length > 0) args['groups'] = classification.groups.join(',');
+    if (classification.classes.length > 0) args['classes'] = classification.classes.join(',');
     const out = await this.rake('node:add', args);
     const text = consoleOutput(out);
-    if (out.exitCode === 0 && CONSOLE_MESSAGES.nodeCreated.test(text)) return;
     if (out.exitCode !== 0 && CONSOLE_MESSAGES.nodeExists.test(text)) throw new NodeExistsError(text);
-    throw new ClassifierError('failed', `rake node:add exited ${out.exitCode}`, text);
+    if (out.exitCode !== 0 || !CONSOLE_MESSAGES.nodeCreated.test(text)) {
+      throw new ClassifierError('failed', `rake node:add exited ${out.exitCode}`, text);
+    }
+    if (Object.keys(classification.parameters).length > 0) {
+      try {
+        await this.setParameters(name, classification.parameters);
+      } catch (err) {
+        throw await this.rollBack(name, err as Error);
+      }
+    }
+    return {};
   }
 
-  async setParameters(name: string, parameters: Readonly<Record<string, string>>): Promise<void> {
-    const { names } = await this.consoleTasks();
-    const variables = names.has('node:variables');
-    if (!variables && !names.has('node:parameters')) {
-      throw new ClassifierError('failed', 'this console has no task to set node parameters');
-    }
-    const task = variables ? 'node:variables' : 'node:parameters';
-    const out = await this.rake(task, {
-      name,
-      [variables ? 'variables' : 'parameters']: encodeParameters(parameters, variables),
-    });
+  /** Sets a node's parameters with the console's parameters task. */
+  private async setParameters(name: string, parameters: Readonly<Record<string, string>>): Promise<void> {
+    const { parameters: dialect } = await this.consoleTasks();
+    if (dialect.task === undefined) throw new ClassifierError('failed', 'this console has no task to set node parameters');
+    const variables = dialect.task === 'node:variables';
+    const out = await this.rake(dialect.task, { name, [variables ? 'variables' : 'parameters']: encodeParameters(parameters, variables) });
     const text = consoleOutput(out);
     if (out.exitCode === 0 && CONSOLE_MESSAGES.parametersEdited.test(text)) return;
-    throw new ClassifierError('failed', `rake ${task} exited ${out.exitCode}`, text);
+    throw new ClassifierError('failed', `rake ${dialect.task} exited ${out.exitCode}`, text);
   }
 
-  async deleteNode(name: string): Promise<'deleted' | 'absent'> {
+  /**
+   * Deletes a node whose parameters could not be set.
+   *
+   * @returns the error the create fails with: `failed` when the node is gone again, else
+   *   `interrupted` (whether the node is left is unknown)
+   */
+  private async rollBack(name: string, cause: Error): Promise<ClassifierError> {
+    const causeOutput = cause instanceof BackendError ? cause.output : '';
+    try {
+      // A parameters task that timed out or was interrupted may still be running: the node
+      // it may have changed is deleted all the same.
+      await this.delete(name, {});
+      this.logger?.warn({ node: name }, 'node rolled back after its parameters could not be set');
+      return new ClassifierError('failed', `${cause.message} (the node was rolled back: nothing was created)`, causeOutput);
+    } catch (err) {
+      this.logger?.error({ node: name, error: (err as Error).message }, 'rolling back a node whose parameters could not be set failed');
+      const uncertain = cause instanceof BackendError && outcomeUnknown(cause.failure) ? ' (the parameters task itself may have run)' : '';
+      return new ClassifierError(
+        'interrupted',
+        `${cause.message}${uncertain}; rolling the node back failed too (${(err as Error).message}): whether the node is left is unknown`,
+        causeOutput,
+      );
+    }
+  }
+
+  /** `node:del` by name (the receipt is not needed: the console finds a node by name). */
+  async delete(name: string, _receipt: Receipt | null): Promise<'deleted' | 'absent'> {
     const out = await this.rake('node:del', { name });
     const text = consoleOutput(out);
     if (out.exitCode === 0) return 'deleted';

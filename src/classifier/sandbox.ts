@@ -5,231 +5,45 @@
  *
  * It behaves like a PE 2.5 console running puppet-dashboard 2.0, seeded with the same data as
  * the console double (test/fixtures/console, {@link SANDBOX_SEED}): node names are unique
- * case-insensitively and ignoring trailing spaces (MySQL collation); `addNode` on an existing
- * name fails with the console's `Node already exists!`; parameters can be stored and may hold
- * commas (no value is refused); `deleteNode` of an unknown name is `absent`. Unknown groups or
- * classes given to `addNode` are dropped, as the console does (the node service refuses them
- * before they get here). No process is ever spawned.
+ * case-insensitively and ignoring trailing spaces (MySQL collation); a create on an existing
+ * name fails with the console's `Node already exists!`; parameters may hold commas (no value
+ * is refused); deleting an unknown name is `absent`. Unknown groups or classes given to a
+ * create are dropped, as the console does (the node service refuses them before they get
+ * here). A create is one atomic store write (node and parameters together: nothing to roll
+ * back); the receipt is `{}`. No process is ever spawned.
  *
- * State: `<state_dir>/sandbox/console.json`, in the console double's store format (see
- * {@link SandboxStore}), created from the seed on first use, rewritten atomically
- * (write-file-atomic: temp file, fsync, rename) on every change. Every operation reads the
- * file afresh, so several instances on one state directory (and a person editing the file
- * between calls) agree; operations of one process on one file run one at a time.
+ * State: `<state_dir>/sandbox/console.json`, see src/classifier/sandbox-store.ts.
+ * Source of truth: docs/design.md ("Backends").
  *
  * @packageDocumentation
  */
-import { KeyedMutex } from '../keyed-mutex.js';
-import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import writeFileAtomic from 'write-file-atomic';
-import { z } from 'zod';
 import type { Logger } from '../logger.js';
+import { ClassifierError, NodeExistsError, type Classification, type Classifier, type Receipt } from './classifier.js';
 import {
-  ClassifierError,
-  NodeExistsError,
-  type ClassifiedNode,
-  type Classifier,
-  type ClassifierCapabilities,
-} from './classifier.js';
+  dbTime,
+  externalNodeOf,
+  findByName,
+  SANDBOX_CONSOLE_MESSAGES,
+  SandboxStoreFile,
+  type ExternalNode,
+  type SandboxStore,
+  type StoredNode,
+} from './sandbox-store.js';
 
-/** Directory of the sandbox backends' state inside `[state] dir`. */
-export const SANDBOX_DIR = 'sandbox';
-/** Name of the sandbox console's store inside {@link SANDBOX_DIR}. */
-export const SANDBOX_CONSOLE_FILE = 'console.json';
-
-/** The console's messages the sandbox answers with (puppet-dashboard 2.0 `lib/tasks/node.rake`). */
-export const SANDBOX_CONSOLE_MESSAGES = {
-  /** `addNode` on an existing name. */
-  nodeExists: 'Node already exists!',
-  /** A node operation on an unknown name. */
-  nodeMissing: (name: string) => `Node ${name} doesn't exist!`,
-  /** `addNode` with an empty name. */
-  blankName: "There was a problem saving the node: Validation failed: Name can't be blank",
-} as const;
-
-/** A `[key, value]` parameter row, in the order the console stores them. */
-export type ParameterRow = [key: string, value: string];
-
-/** A class of the store. */
-export interface StoredClass {
-  /** Record id, unique per kind, never reused (`next_id`). */
-  id: number;
-  /** The name as the console spells it. */
-  name: string;
-  /** UTC, `YYYY-MM-DD HH:MM:SS` (Rails' `to_s(:db)`). */
-  created_at: string;
-  /** Same format as `created_at`. */
-  updated_at: string;
-}
-
-/** A node group of the store: its classes (by name) and parameters. */
-export interface StoredGroup extends StoredClass {
-  /** Names of the group's classes. */
-  classes: string[];
-  /** The group's parameters, `[key, value]` rows. */
-  parameters: ParameterRow[];
-}
-
-/** A node of the store: its groups and classes (by name) and its own parameters. */
-export interface StoredNode extends StoredClass {
-  /** Names of the node's groups. */
-  groups: string[];
-  /** Names of the node's own classes. */
-  classes: string[];
-  /** The node's own parameters, `[key, value]` rows (duplicate keys possible in the seed). */
-  parameters: ParameterRow[];
-}
-
-/**
- * The sandbox console's store, `<state_dir>/sandbox/console.json`: the console double's
- * format (test/fixtures/console/README.md), so the two can be compared and the same tools
- * read both.
- */
-export interface SandboxStore {
-  /** Format version of the store. */
-  schema: 1;
-  /** Next id per record kind. */
-  next_id: { node_class: number; node_group: number; node: number };
-  /** Classes, in creation order. */
-  node_classes: StoredClass[];
-  /** Node groups, in creation order. */
-  node_groups: StoredGroup[];
-  /** Nodes, in creation order. */
-  nodes: StoredNode[];
-}
-
-/**
- * What the console's ENC (`external_node`) answers for a node: its groups' classes (in group
- * order) then its own, without duplicates; its groups' parameters overridden by its own (of
- * duplicate rows, the last wins). An unknown node is `{ classes: [] }`.
- */
-export interface ExternalNode {
-  /** The node's name as stored; absent for an unknown node. */
-  name?: string;
-  /** Class names, as the ENC lists them. */
-  classes: string[];
-  /** Top-scope variables; absent for an unknown node. */
-  parameters?: Record<string, string>;
-}
-
-/** The seed: a PE 2.5 console, the same data as the console double's `Seed`. */
-export const SANDBOX_SEED = {
-  /** When the seed's records were created (Rails' `to_s(:db)`, UTC). */
-  created: '2012-06-01 09:30:00',
-  classes: ['pe_accounts', 'pe_mcollective', 'motd', 'ntp', 'apache', 'apache::vhost', 'pe_compliance'],
-  /** name, classes, parameter rows. */
-  groups: [
-    ['default', ['motd'], [['motd_message', 'This node is managed by Puppet Enterprise']]],
-    ['no mcollective', [], []],
-    [
-      'mcollective',
-      ['pe_accounts', 'pe_mcollective'],
-      [
-        ['fact_stomp_server', 'master.example.com'],
-        ['fact_stomp_port', '61613'],
-        ['stomp_password', 'p1xXBGQuFjGyu'],
-      ],
-    ],
-    ['puppet_master', ['pe_compliance'], []],
-    ['puppet_console', [], []],
-    ['webservers', ['apache'], [['http_port', '80']]],
-    [
-      'legacy_web',
-      ['apache', 'apache::vhost'],
-      [
-        ['http_port', '8080'],
-        ['vhost_docroot', '/srv/www'],
-      ],
-    ],
-  ] as ReadonlyArray<readonly [string, readonly string[], readonly ParameterRow[]]>,
-  /** Nodes espm did not create: name, groups, classes, parameter rows. */
-  nodes: [
-    ['master.example.com', ['default', 'mcollective', 'puppet_master', 'puppet_console'], [], []],
-    ['db01.example.com', ['default', 'mcollective'], ['ntp'], [['ntp_server', '0.pool.ntp.org']]],
-    // Overrides http_port (webservers and legacy_web disagree) and carries a duplicate row
-    // left by puppet-dashboard bug #13867 before 1.2.23.
-    [
-      'web-legacy.example.com',
-      ['default', 'webservers', 'legacy_web'],
-      ['apache::vhost'],
-      [
-        ['http_port', '8081'],
-        ['motd_message', 'legacy box'],
-        ['motd_message', 'legacy web server'],
-      ],
-    ],
-  ] as ReadonlyArray<readonly [string, readonly string[], readonly string[], readonly ParameterRow[]]>,
-} as const;
-
-/**
- * A fresh store holding {@link SANDBOX_SEED}.
- *
- * @returns a new object (callers may change it)
- */
-export function seedStore(): SandboxStore {
-  const at = SANDBOX_SEED.created;
-  const row = (r: readonly string[]): ParameterRow => [r[0]!, r[1]!];
-  return {
-    schema: 1,
-    next_id: {
-      node_class: SANDBOX_SEED.classes.length + 1,
-      node_group: SANDBOX_SEED.groups.length + 1,
-      node: SANDBOX_SEED.nodes.length + 1,
-    },
-    node_classes: SANDBOX_SEED.classes.map((name, i) => ({ id: i + 1, name, created_at: at, updated_at: at })),
-    node_groups: SANDBOX_SEED.groups.map(([name, classes, parameters], i) => ({
-      id: i + 1,
-      name,
-      classes: [...classes],
-      parameters: parameters.map(row),
-      created_at: at,
-      updated_at: at,
-    })),
-    nodes: SANDBOX_SEED.nodes.map(([name, groups, classes, parameters], i) => ({
-      id: i + 1,
-      name,
-      groups: [...groups],
-      classes: [...classes],
-      parameters: parameters.map(row),
-      created_at: at,
-      updated_at: at,
-    })),
-  };
-}
-
-const rowSchema = z.tuple([z.string(), z.string()]);
-const recordShape = { id: z.number().int(), name: z.string(), created_at: z.string(), updated_at: z.string() };
-const storeSchema = z.object({
-  schema: z.literal(1),
-  next_id: z.object({ node_class: z.number().int(), node_group: z.number().int(), node: z.number().int() }),
-  node_classes: z.array(z.object(recordShape)),
-  node_groups: z.array(z.object({ ...recordShape, classes: z.array(z.string()), parameters: z.array(rowSchema) })),
-  nodes: z.array(z.object({ ...recordShape, groups: z.array(z.string()), classes: z.array(z.string()), parameters: z.array(rowSchema) })),
-});
-
-/** The console's look-up key (MySQL's default collation): case-insensitive, trailing spaces ignored. */
-export function collationKey(name: string): string {
-  return name.replace(/ +$/, '').toLowerCase();
-}
-
-/** Rails' `to_s(:db)` form of a time, UTC: `YYYY-MM-DD HH:MM:SS`. */
-function dbTime(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
-}
-
-function findByName<T extends { name: string }>(records: readonly T[], name: string): T | undefined {
-  const key = collationKey(name);
-  return records.find((r) => collationKey(r.name) === key);
-}
-
-/** Rows → map; a later row with the same key wins (the console's `HasParameters#to_hash`). */
-function rowsToMap(rows: readonly ParameterRow[]): Map<string, string> {
-  return new Map(rows);
-}
-
-/** One mutex per store file, shared by every instance in this process. */
-const storeLocks = new KeyedMutex();
+export {
+  collationKey,
+  SANDBOX_CONSOLE_FILE,
+  SANDBOX_CONSOLE_MESSAGES,
+  SANDBOX_DIR,
+  SANDBOX_SEED,
+  seedStore,
+  type ExternalNode,
+  type ParameterRow,
+  type SandboxStore,
+  type StoredClass,
+  type StoredGroup,
+  type StoredNode,
+} from './sandbox-store.js';
 
 /** Options of {@link SandboxClassifier}. */
 export interface SandboxClassifierOptions {
@@ -239,10 +53,28 @@ export interface SandboxClassifierOptions {
   now?: () => number;
 }
 
+/**
+ * Sets a node's parameters as 2.0's `node:variables` does: a key the node has (matched
+ * case-insensitively) gets the new value in its first row and loses its duplicate rows; a
+ * new key is appended. Other keys are kept.
+ */
+function setParameterRows(node: StoredNode, parameters: Readonly<Record<string, string>>): void {
+  for (const [key, value] of Object.entries(parameters)) {
+    const first = node.parameters.findIndex(([k]) => k.toLowerCase() === key.toLowerCase());
+    if (first === -1) {
+      node.parameters.push([key, value]);
+      continue;
+    }
+    node.parameters[first] = [key, value];
+    node.parameters = node.parameters.filter(([k], i) => i <= first || k.toLowerCase() !== key.toLowerCase());
+  }
+}
+
 /** The sandbox classifier: a seeded PE 2.5 console (puppet-dashboard 2.0) in a JSON file. */
 export class SandboxClassifier implements Classifier {
   /** `[classifier] backend = sandbox`. */
   readonly backend = 'sandbox';
+  private readonly file: SandboxStoreFile;
 
   /**
    * Nothing is read or written until the first call.
@@ -253,64 +85,13 @@ export class SandboxClassifier implements Classifier {
   constructor(
     readonly stateDir: string,
     private readonly options: SandboxClassifierOptions = {},
-  ) {}
+  ) {
+    this.file = new SandboxStoreFile(stateDir, options.logger);
+  }
 
   /** Absolute path of the store file. */
   get path(): string {
-    return join(this.stateDir, SANDBOX_DIR, SANDBOX_CONSOLE_FILE);
-  }
-
-  /**
-   * Reads the store, writing the seed first when the file does not exist yet.
-   * Call with the store's lock held.
-   *
-   * @throws {@link ClassifierError} `failed` when the file cannot be read or is not a store
-   */
-  private async load(): Promise<SandboxStore> {
-    let text: string;
-    try {
-      text = await readFile(this.path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new ClassifierError('failed', `cannot read the sandbox console ${this.path}: ${(err as Error).message}`);
-      }
-      const seeded = seedStore();
-      await this.save(seeded);
-      this.options.logger?.info({ path: this.path }, 'sandbox console created from the PE 2.5 seed');
-      return seeded;
-    }
-    try {
-      return storeSchema.parse(JSON.parse(text)) as SandboxStore;
-    } catch (err) {
-      throw new ClassifierError(
-        'failed',
-        `${this.path} is not a sandbox console store (${(err as Error).message.split('\n')[0]}); remove it to start again from the seed`,
-      );
-    }
-  }
-
-  /** Writes the store atomically (temp file, fsync, rename), creating the directory (0700). */
-  private async save(store: SandboxStore): Promise<void> {
-    try {
-      await mkdir(join(this.stateDir, SANDBOX_DIR), { recursive: true, mode: 0o700 });
-      await writeFileAtomic(this.path, `${JSON.stringify(store, null, 2)}\n`, { mode: 0o600, fsync: true });
-    } catch (err) {
-      throw new ClassifierError('failed', `cannot write the sandbox console ${this.path}: ${(err as Error).message}`);
-    }
-  }
-
-  /** Runs `task` on the store with its lock held; saves it afterwards when `task` returns true. */
-  private withStore<T>(task: (store: SandboxStore) => { result: T; changed: boolean }): Promise<T> {
-    return storeLocks.run(this.path, async () => {
-      const store = await this.load();
-      const { result, changed } = task(store);
-      if (changed) await this.save(store);
-      return result;
-    });
-  }
-
-  private read<T>(task: (store: SandboxStore) => T): Promise<T> {
-    return this.withStore((store) => ({ result: task(store), changed: false }));
+    return this.file.path;
   }
 
   private timestamp(): string {
@@ -318,11 +99,22 @@ export class SandboxClassifier implements Classifier {
   }
 
   /**
+   * Reads the store (seeding it on first use).
+   *
+   * @returns `{ console: <description> }` for the start-up log
+   * @throws {@link ClassifierError} `failed` when the store is unusable
+   */
+  async start(): Promise<Record<string, unknown>> {
+    await this.file.read(() => undefined);
+    return { console: `sandbox (puppet-dashboard 2.0 semantics, ${this.path})` };
+  }
+
+  /**
    * Names of every node group, sorted by code point.
    * @throws {@link ClassifierError} `failed` when the store is unusable
    */
   listGroups(): Promise<string[]> {
-    return this.read((store) => store.node_groups.map((g) => g.name).sort());
+    return this.file.read((store) => store.node_groups.map((g) => g.name).sort());
   }
 
   /**
@@ -330,85 +122,57 @@ export class SandboxClassifier implements Classifier {
    * @throws {@link ClassifierError} `failed` when the store is unusable
    */
   listClasses(): Promise<string[]> {
-    return this.read((store) => store.node_classes.map((c) => c.name).sort());
+    return this.file.read((store) => store.node_classes.map((c) => c.name).sort());
   }
 
-  /** Parameters are supported and any value can be stored (commas included). Never throws. */
-  capabilities(): Promise<ClassifierCapabilities> {
-    return Promise.resolve({
-      parameters: true,
-      refuseParameterValue: () => undefined,
-      description: `sandbox (puppet-dashboard 2.0 semantics, ${this.path})`,
-    });
+  /** Any value can be stored (commas included): always `{}`. Never throws. */
+  unstorableParameters(_parameters: Readonly<Record<string, string>>): Promise<Record<string, string>> {
+    return Promise.resolve({});
   }
 
   /**
    * Creates a node with its groups and classes (stored under the console's own spelling, in
-   * the order given, duplicates once; unknown names dropped as the console does).
+   * the order given, duplicates once; unknown names dropped as the console does) and its
+   * parameters, in one store write.
    *
    * @throws {@link NodeExistsError} `Node already exists!` when a node of that name exists
    *   (compared case-insensitively, trailing spaces ignored)
    * @throws {@link ClassifierError} `failed` for an empty name or an unusable store
    */
-  async addNode(node: ClassifiedNode): Promise<void> {
-    if (node.name.trim() === '') throw new ClassifierError('failed', 'sandbox console refused the node', SANDBOX_CONSOLE_MESSAGES.blankName);
-    await this.withStore((store) => {
-      if (findByName(store.nodes, node.name) !== undefined) throw new NodeExistsError(SANDBOX_CONSOLE_MESSAGES.nodeExists);
+  async create(classification: Classification): Promise<Receipt> {
+    const { name } = classification;
+    if (name.trim() === '') throw new ClassifierError('failed', 'sandbox console refused the node', SANDBOX_CONSOLE_MESSAGES.blankName);
+    await this.file.update((store: SandboxStore) => {
+      if (findByName(store.nodes, name) !== undefined) throw new NodeExistsError(SANDBOX_CONSOLE_MESSAGES.nodeExists);
       const known = (records: ReadonlyArray<{ name: string }>, names: readonly string[]): string[] => [
         ...new Set(names.map((n) => findByName(records, n)?.name).filter((n): n is string => n !== undefined)),
       ];
       const now = this.timestamp();
-      store.nodes.push({
+      const node: StoredNode = {
         id: store.next_id.node++,
-        name: node.name,
-        groups: known(store.node_groups, node.groups),
-        classes: known(store.node_classes, node.classes),
+        name,
+        groups: known(store.node_groups, classification.groups),
+        classes: known(store.node_classes, classification.classes),
         parameters: [],
         created_at: now,
         updated_at: now,
-      });
+      };
+      setParameterRows(node, classification.parameters);
+      store.nodes.push(node);
       return { result: undefined, changed: true };
     });
-    this.options.logger?.debug({ node: node.name }, 'sandbox console: node added');
+    this.options.logger?.debug({ node: name, keys: Object.keys(classification.parameters) }, 'sandbox console: node created');
+    return {};
   }
 
   /**
-   * Sets a node's parameters as 2.0's `node:variables` does: a key the node has (matched
-   * case-insensitively) gets the new value in its first row and loses its duplicate rows; a
-   * new key is appended. Other keys are kept.
-   *
-   * @throws {@link ClassifierError} `failed` when the node does not exist (`Node N doesn't
-   *   exist!`) or the store is unusable
-   */
-  async setParameters(name: string, parameters: Readonly<Record<string, string>>): Promise<void> {
-    await this.withStore((store) => {
-      const node = findByName(store.nodes, name);
-      if (node === undefined) {
-        throw new ClassifierError('failed', `sandbox console: no node ${name}`, SANDBOX_CONSOLE_MESSAGES.nodeMissing(name));
-      }
-      for (const [key, value] of Object.entries(parameters)) {
-        const first = node.parameters.findIndex(([k]) => k.toLowerCase() === key.toLowerCase());
-        if (first === -1) {
-          node.parameters.push([key, value]);
-          continue;
-        }
-        node.parameters[first] = [key, value];
-        node.parameters = node.parameters.filter(([k], i) => i <= first || k.toLowerCase() !== key.toLowerCase());
-      }
-      node.updated_at = this.timestamp();
-      return { result: undefined, changed: true };
-    });
-    this.options.logger?.debug({ node: name, keys: Object.keys(parameters) }, 'sandbox console: parameters set');
-  }
-
-  /**
-   * Deletes a node (looked up case-insensitively).
+   * Deletes a node (looked up case-insensitively; the receipt is not needed).
    *
    * @returns `deleted`, or `absent` when there is no node of that name
    * @throws {@link ClassifierError} `failed` when the store is unusable
    */
-  async deleteNode(name: string): Promise<'deleted' | 'absent'> {
-    const outcome = await this.withStore((store) => {
+  async delete(name: string, _receipt: Receipt | null): Promise<'deleted' | 'absent'> {
+    const outcome = await this.file.update((store) => {
       const node = findByName(store.nodes, name);
       if (node === undefined) return { result: 'absent' as const, changed: false };
       store.nodes = store.nodes.filter((n) => n !== node);
@@ -419,49 +183,42 @@ export class SandboxClassifier implements Classifier {
   }
 
   /**
+   * Sets an existing node's parameters as 2.0's `node:variables` does (first row of a key
+   * updated, its duplicates removed, new keys appended, other keys kept) — what an operator
+   * does in the console; espm itself sets parameters only in {@link SandboxClassifier.create}.
+   *
+   * @throws {@link ClassifierError} `failed` when the node does not exist (`Node N doesn't
+   *   exist!`) or the store is unusable
+   */
+  async setParameters(name: string, parameters: Readonly<Record<string, string>>): Promise<void> {
+    await this.file.update((store) => {
+      const node = findByName(store.nodes, name);
+      if (node === undefined) {
+        throw new ClassifierError('failed', `sandbox console: no node ${name}`, SANDBOX_CONSOLE_MESSAGES.nodeMissing(name));
+      }
+      setParameterRows(node, parameters);
+      node.updated_at = this.timestamp();
+      return { result: undefined, changed: true };
+    });
+    this.options.logger?.debug({ node: name, keys: Object.keys(parameters) }, 'sandbox console: parameters set');
+  }
+
+  /**
    * A node as stored (looked up case-insensitively), or undefined.
    *
    * @throws {@link ClassifierError} `failed` when the store is unusable
    */
   node(name: string): Promise<StoredNode | undefined> {
-    return this.read((store) => structuredClone(findByName(store.nodes, name)));
+    return this.file.read((store) => structuredClone(findByName(store.nodes, name)));
   }
 
   /**
    * What the console's ENC answers for `name` (see {@link ExternalNode}).
    *
-   * @throws {@link ClassifierError} `failed` when two of the node's groups set different values
-   *   for a key the node does not set itself (the console answers HTTP 500: `Node "N" has
-   *   conflicting parameter(s): key`), or when the store is unusable
+   * @throws {@link ClassifierError} `failed` for conflicting group parameters (see
+   *   `externalNodeOf` in src/classifier/sandbox-store.ts) or an unusable store
    */
   externalNode(name: string): Promise<ExternalNode> {
-    return this.read((store) => {
-      const node = findByName(store.nodes, name);
-      if (node === undefined) return { classes: [] };
-      const groups = node.groups.map((g) => findByName(store.node_groups, g)).filter((g): g is StoredGroup => g !== undefined);
-      const classes = [...new Set([...groups.flatMap((g) => g.classes), ...node.classes])];
-      // Maps, not objects: a parameter may be called `constructor` or `__proto__`.
-      const inherited = new Map<string, string>();
-      const conflicts: string[] = [];
-      for (const group of groups) {
-        for (const [key, value] of rowsToMap(group.parameters)) {
-          if (inherited.has(key) && inherited.get(key) !== value) {
-            if (!conflicts.includes(key)) conflicts.push(key);
-          } else {
-            inherited.set(key, value);
-          }
-        }
-      }
-      const own = rowsToMap(node.parameters);
-      const unresolved = conflicts.filter((key) => !own.has(key));
-      if (unresolved.length > 0) {
-        throw new ClassifierError(
-          'failed',
-          `sandbox console: cannot compile node ${node.name}`,
-          `Node "${node.name}" has conflicting parameter(s): ${unresolved.join(', ')}`,
-        );
-      }
-      return { name: node.name, classes, parameters: Object.fromEntries([...inherited, ...own]) };
-    });
+    return this.file.read((store) => externalNodeOf(store, name));
   }
 }

@@ -3,22 +3,21 @@
  * parameters), delete it — only ever a node espm created, as the ledger says.
  *
  * Create: owned name? → 409 · groups/classes known (cached lists, re-checked fresh before
- * refusing)? else 422 listing them · parameters storable? else 422 · ledger `pending` ·
- * one `node:add` with groups and classes · the parameters task only when there are
- * parameters · ledger `present`. A failure after `node:add` rolls the node back before
- * answering. Delete: owned and present only (404 otherwise, 409 when uncertain).
+ * refusing)? else 422 listing them · parameters storable (`unstorableParameters`)? else 422 ·
+ * ledger `pending` (write-ahead) · `classifier.create` (the adapter's own steps and their
+ * rollback are the adapter's) · ledger `present` with the adapter's receipt. An outcome-unknown
+ * failure (`timeout`, `interrupted`) leaves the name `uncertain`; any other failure removes
+ * the entry. Delete: owned and present only (404 otherwise, 409 when uncertain), with the
+ * stored receipt. Source of truth: docs/design.md ("Ownership").
  * One operation per name at a time.
  *
  * @packageDocumentation
  */
-import {
-  ClassifierError,
-  NodeExistsError,
-  type Classifier,
-} from '../classifier/classifier.js';
+import { ClassifierError, NodeExistsError, type Classifier } from '../classifier/classifier.js';
 import { outcomeUnknown } from '../backend.js';
 import type { Logger } from '../logger.js';
 import type { NodeRequest } from '../names.js';
+import type { NodeEntry, NodeRecord, Receipt } from '../ownership/entries.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { backendProblem, ServiceError } from './errors.js';
 import { KeyedMutex } from '../keyed-mutex.js';
@@ -134,17 +133,14 @@ export class NodeService {
           unknown_classes: unknownClasses,
         });
       }
-      const parameterEntries = Object.entries(request.parameters);
-      if (parameterEntries.length > 0) {
-        let capabilities;
+      if (Object.keys(request.parameters).length > 0) {
+        let unstorable: Record<string, string>;
         try {
-          capabilities = await this.classifier.capabilities();
+          unstorable = await this.classifier.unstorableParameters(request.parameters);
         } catch (err) {
           throw backendProblem(err, 'finding out which parameters the console can store');
         }
-        const refused = parameterEntries
-          .map(([key, value]) => [key, capabilities.refuseParameterValue(value)] as const)
-          .filter((r): r is readonly [string, string] => r[1] !== undefined);
+        const refused = Object.entries(unstorable);
         if (refused.length > 0) {
           throw new ServiceError(
             'unsupported_parameter',
@@ -154,10 +150,11 @@ export class NodeService {
         }
       }
 
-      const details = { groups: request.groups, classes: request.classes, parameters: request.parameters };
-      await this.ledger.begin('node', name, details);
+      const record: NodeRecord = { groups: [...request.groups], classes: [...request.classes], parameters: { ...request.parameters } };
+      await this.ledger.begin('node', name, record);
+      let receipt: Receipt;
       try {
-        await this.classifier.addNode({ name, groups: request.groups, classes: request.classes });
+        receipt = await this.classifier.create({ name, ...record });
         await this.options.afterBackend?.();
       } catch (err) {
         if (err instanceof NodeExistsError) {
@@ -166,51 +163,16 @@ export class NodeService {
         }
         if (err instanceof ClassifierError && outcomeUnknown(err.failure)) {
           await this.ledger.markUncertain('node', name);
-          this.options.logger?.warn({ node: name, failure: err.failure }, 'node:add timed out or was interrupted: ownership uncertain');
+          this.options.logger?.warn({ node: name, failure: err.failure }, 'creating a node timed out or was interrupted: ownership uncertain');
         } else {
           await this.ledger.remove('node', name);
         }
         throw backendProblem(err, `creating node ${name}`);
       }
-      if (parameterEntries.length > 0) {
-        try {
-          await this.classifier.setParameters(name, request.parameters);
-          await this.options.afterBackend?.();
-        } catch (err) {
-          throw await this.rollBack(name, backendProblem(err, `setting the parameters of node ${name}`));
-        }
-      }
-      const entry = await this.ledger.commit('node', name, details);
+      const entry = await this.ledger.commit('node', name, { receipt });
       this.options.logger?.info({ node: name }, 'node created');
-      return this.ownedNode(entry.name, entry.details, entry.created_at);
+      return ownedNode(entry);
     });
-  }
-
-  /** Deletes a node whose create failed half-way; returns the error to answer with. */
-  private async rollBack(name: string, cause: ServiceError): Promise<ServiceError> {
-    try {
-      await this.classifier.deleteNode(name);
-      await this.ledger.remove('node', name);
-      this.options.logger?.warn({ node: name }, 'node rolled back after a failed create');
-      return new ServiceError(cause.code, `${cause.detail} (the node was rolled back: nothing was created)`);
-    } catch (err) {
-      await this.ledger.markUncertain('node', name);
-      this.options.logger?.error({ node: name, error: (err as Error).message }, 'rollback failed: ownership uncertain');
-      return new ServiceError(
-        cause.code,
-        `${cause.detail}; rolling the node back failed too (${(err as Error).message}): it is recorded as uncertain, see espm ledger`,
-      );
-    }
-  }
-
-  private ownedNode(name: string, details: Record<string, unknown>, createdAt: string): OwnedNode {
-    return {
-      name,
-      groups: (details['groups'] as string[] | undefined) ?? [],
-      classes: (details['classes'] as string[] | undefined) ?? [],
-      parameters: (details['parameters'] as Record<string, string> | undefined) ?? {},
-      created_at: createdAt,
-    };
   }
 
   /**
@@ -222,7 +184,7 @@ export class NodeService {
   get(name: string): OwnedNode {
     const entry = this.ledger.get('node', name);
     if (entry?.state !== 'present') throw new ServiceError('node_not_found', `espm has no node named ${name}`);
-    return this.ownedNode(entry.name, entry.details, entry.created_at);
+    return ownedNode(entry);
   }
 
   /**
@@ -248,7 +210,7 @@ export class NodeService {
       if (entry.state === 'present') await this.ledger.markDeleting('node', name);
       let outcome: 'deleted' | 'absent';
       try {
-        outcome = await this.classifier.deleteNode(name);
+        outcome = await this.classifier.delete(name, entry.receipt);
         await this.options.afterBackend?.();
       } catch (err) {
         // A clean refusal leaves the node as it was; a timeout or an interruption leaves it
@@ -260,4 +222,15 @@ export class NodeService {
       this.options.logger?.info({ node: name, outcome }, outcome === 'deleted' ? 'node deleted' : 'node was already gone; forgotten');
     });
   }
+}
+
+/** A ledger entry as the API answers it (copies: the ledger's record is never handed out). */
+function ownedNode(entry: NodeEntry): OwnedNode {
+  return {
+    name: entry.name,
+    groups: [...entry.node.groups],
+    classes: [...entry.node.classes],
+    parameters: { ...entry.node.parameters },
+    created_at: entry.created_at,
+  };
 }
