@@ -43,16 +43,6 @@ import {
   type RakeOutput,
 } from './dashboard-rake-tasks.js';
 
-export {
-  CONSOLE_MESSAGES,
-  consoleOutput,
-  encodeParameters,
-  parseNameList,
-  parseTaskList,
-  READ_ONLY_TASKS,
-  type RakeOutput,
-} from './dashboard-rake-tasks.js';
-
 /** The `[classifier]` keys this adapter reads (times in ms). */
 export interface DashboardRakeSettings {
   /** Absolute path of rake. */

@@ -10,12 +10,12 @@ import { execa } from 'execa';
 import { Ledger } from '../../src/ownership/ledger.js';
 import { ConsoleDouble, findRake, WORKER_MODES } from '../support/console.js';
 import { apiClient, setUpDir, startEspm, type RunningEspm } from '../support/espm.js';
+import { describeWith } from '../support/components.js';
 import { CountingRunner } from '../support/runner.js';
 
 const ESPM = fileURLToPath(new URL('../../bin/espm', import.meta.url));
 const rake = await findRake();
-if (rake === undefined) console.warn('SKIPPING classification safety tests: rake is not installed (apt-get install ruby rake)');
-const describeWithRake = rake === undefined ? describe.skip : describe;
+const describeWithRake = describeWith('rake (Debian packages ruby rake)', rake === undefined ? 'no rake on PATH' : undefined);
 
 describeWithRake.each(WORKER_MODES)('classification safety (%s)', (mode) => {
   let console: ConsoleDouble;

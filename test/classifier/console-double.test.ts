@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { describeWith } from '../support/components.js';
 
 const FIXTURE_DIR = fileURLToPath(new URL('../fixtures/console/', import.meta.url));
 const RAKEFILE = path.join(FIXTURE_DIR, 'Rakefile');
@@ -32,10 +33,7 @@ function findOnPath(command: string): string | undefined {
 }
 
 const RAKE = findOnPath('rake');
-if (!RAKE) {
-  console.warn('SKIPPING console double tests: `rake` is not on PATH (Debian: apt-get install ruby rake)');
-}
-const describeRake = RAKE ? describe : describe.skip;
+const describeRake = describeWith('rake (Debian packages ruby rake)', RAKE === undefined ? 'no rake on PATH' : undefined);
 
 interface Run {
   stdout: string;

@@ -11,27 +11,21 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseConfig, type Config } from '../../src/config.js';
 import { ClassifierError } from '../../src/classifier/classifier.js';
-import {
-  AnswerDecoder,
-  ConsoleWorker,
-  ConsoleWorkerManager,
-  describeDifference,
-  encodeRequest,
-  WorkerProtocolError,
-  WorkerTaskError,
-  type ConsoleWorkerSettings,
-} from '../../src/classifier/console-worker.js';
+import { ConsoleWorker, WorkerTaskError } from '../../src/classifier/console-worker.js';
+import { ConsoleWorkerManager, type ConsoleWorkerSettings } from '../../src/classifier/console-worker-manager.js';
+import { AnswerDecoder, encodeRequest, WorkerProtocolError } from '../../src/classifier/console-worker-protocol.js';
 import { CONSOLE_WORKER_FILE, CONSOLE_WORKER_SOURCE } from '../../src/classifier/console-worker-source.js';
-import { DashboardRakeClassifier, type RakeOutput } from '../../src/classifier/dashboard-rake.js';
+import { DashboardRakeClassifier } from '../../src/classifier/dashboard-rake.js';
+import { describeDifference, type RakeOutput } from '../../src/classifier/dashboard-rake-tasks.js';
 import { ExecaCommandRunner } from '../../src/exec/command.js';
 import { ExecaWorkerSpawner, type WorkerProcess, type WorkerSpawner, type WorkerSpec } from '../../src/exec/worker.js';
 import { ConsoleDouble, CONSOLE_RAKEFILE, CONSOLE_VERSIONS, findRake, type ConsoleKnobs, type Invocation } from '../support/console.js';
 import { apiClient, startEspm, type RunningEspm } from '../support/espm.js';
+import { describeWith } from '../support/components.js';
 import { CountingRunner } from '../support/runner.js';
 
 const rake = await findRake();
-if (rake === undefined) console.warn('SKIPPING console worker tests: rake is not installed (apt-get install ruby rake)');
-const describeWithRake = rake === undefined ? describe.skip : describe;
+const describeWithRake = describeWith('rake (Debian packages ruby rake)', rake === undefined ? 'no rake on PATH' : undefined);
 const ruby = rake === undefined ? '/usr/bin/ruby' : join(dirname(rake), 'ruby');
 
 const MINIMAL_INI = { server: { cert: '/c.pem', key: '/k.pem', psk: 'x'.repeat(48) } };
