@@ -2,72 +2,40 @@
  * The ledger: espm's durable record of every node and certificate it created, and the only
  * basis on which it deletes or revokes anything.
  *
- * `<state_dir>/ledger.json`, rewritten atomically (write-file-atomic: temp file, fsync,
- * rename; then the directory is fsync'd) on every change. Write-ahead: an entry is written
- * `pending` before the console/CA is touched, becomes `present` on success, and is removed
- * when the backend says the name already existed or the create was rolled back. An entry
- * still `pending` when the ledger is opened was interrupted by a crash: its outcome is
- * unknown, so it becomes `uncertain`, and espm never deletes or revokes on it until an
- * operator resolves it (`espm ledger adopt|forget`). Deletes are write-ahead too: an entry is
- * marked `deleting` before the backend is asked to delete or revoke, and removed after.
+ * `<state_dir>/ledger.json` (format 2, see src/ownership/ledger-file.ts), rewritten atomically
+ * and durably on every change. Write-ahead: an entry is written `pending` before the backend
+ * is touched, becomes `present` with the backend's receipt on success, and is removed when the
+ * backend says the name already existed or the create was rolled back. An entry still
+ * `pending` when the ledger is opened was interrupted by a crash: its outcome is unknown, so it
+ * becomes `uncertain`, and espm never deletes or revokes on it until an operator resolves it
+ * (`espm ledger adopt|forget`). Deletes are write-ahead too: an entry is marked `deleting`
+ * before the backend is asked to delete or revoke; once the backend object is gone it is
+ * removed, or kept as `deleted` while follow-up steps (e.g. a PuppetDB deactivation) are owed.
  *
  * One process per state directory: {@link Ledger.open} takes `<state_dir>/espm.lock`.
  *
+ * Source of truth: docs/design.md ("Ownership", "Ledger format 2").
+ *
  * @packageDocumentation
  */
-import { mkdir, open, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import writeFileAtomic from 'write-file-atomic';
-import { z } from 'zod';
 import type { Logger } from '../logger.js';
+import type {
+  EntryKind,
+  EntryOf,
+  EntryState,
+  LedgerEntry,
+  PendingStep,
+  Receipt,
+  RecordOf,
+} from './entries.js';
+import { ENTRY_STATES } from './entries.js';
+import { keepV1Backup, LEDGER_FILE, ledgerText, readLedgerFile, writeDurably } from './ledger-file.js';
 import { StateLock } from './lock.js';
 
-/** What an entry records: a console node or a CA certificate. */
-export type EntryKind = 'node' | 'certificate';
-/** Kinds, for iteration and CLI validation. */
-export const ENTRY_KINDS: readonly EntryKind[] = ['node', 'certificate'];
-
-/**
- * `pending`: a create is under way (write-ahead). `present`: created by espm and there.
- * `uncertain`: a create was interrupted; espm may or may not have created it.
- * `deleting`: espm created it and a delete/revoke is under way or was interrupted (write-ahead):
- * ownership is certain, existence is not, so deleting again is safe.
- */
-export type EntryState = 'pending' | 'present' | 'uncertain' | 'deleting';
-
-/** One record of the ledger. */
-export interface LedgerEntry {
-  kind: EntryKind;
-  /** Node name or certname. */
-  name: string;
-  state: EntryState;
-  /** When the entry was first written (ISO-8601). */
-  created_at: string;
-  /** When it last changed (ISO-8601). */
-  updated_at: string;
-  /** What was created, as the API answers it (node: groups/classes/parameters; certificate: metadata). */
-  details: Record<string, unknown>;
-}
-
-/** Name of the ledger file in the state directory. */
-export const LEDGER_FILE = 'ledger.json';
-/** Version of the ledger file format. */
-export const LEDGER_FORMAT = 1;
-
-const entrySchema = z.strictObject({
-  kind: z.enum(['node', 'certificate']),
-  name: z.string().min(1),
-  state: z.enum(['pending', 'present', 'uncertain', 'deleting']),
-  created_at: z.string(),
-  updated_at: z.string(),
-  details: z.record(z.string(), z.unknown()),
-});
-const fileSchema = z.strictObject({ format: z.literal(LEDGER_FORMAT), entries: z.array(entrySchema) });
-
-/** The ledger file is unreadable or not a ledger: espm refuses to guess what it owns. */
-export class LedgerCorruptError extends Error {
-  override readonly name = 'LedgerCorruptError';
-}
+export * from './entries.js';
+export { LEDGER_FILE, LEDGER_FORMAT, LEDGER_V1_BACKUP, LedgerCorruptError } from './ledger-file.js';
 
 /** A ledger operation that does not fit the entry's state (e.g. begin on an existing name). */
 export class LedgerStateError extends Error {
@@ -76,9 +44,18 @@ export class LedgerStateError extends Error {
 
 /** Options of {@link Ledger.open}. */
 export interface LedgerOptions {
+  /** Logs the migration of a format-1 file (info) and creates interrupted by a crash (warn). */
   logger?: Logger;
-  /** Clock, for timestamps; default `Date.now`. */
+  /** Clock in ms since the epoch, for timestamps; default `Date.now`. */
   now?: () => number;
+}
+
+/** What {@link Ledger.commit} may change besides the state. */
+export interface CommitUpdate<K extends EntryKind> {
+  /** Replaces what the entry records (e.g. the certificate's fingerprint once issued). */
+  record?: RecordOf<K>;
+  /** The backend's receipt (what the adapter needs to remove exactly what it made). */
+  receipt?: Receipt;
 }
 
 /** Key of an entry in the in-memory map. */
@@ -86,9 +63,25 @@ function keyOf(kind: EntryKind, name: string): string {
   return `${kind}\u0000${name}`;
 }
 
+/** Sort order of {@link Ledger.list}: kind, then name (code-unit order). */
+function byKindThenName(a: LedgerEntry, b: LedgerEntry): number {
+  return a.kind.localeCompare(b.kind) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+}
+
+/** A new entry of `kind`, typed as that kind's entry. */
+function newEntry<K extends EntryKind>(kind: K, name: string, record: RecordOf<K>, now: string): EntryOf<K> {
+  const base = { name, state: 'pending' as const, created_at: now, updated_at: now, receipt: null, pending_steps: [] };
+  const entry: LedgerEntry =
+    kind === 'node'
+      ? { kind: 'node', ...base, node: structuredClone(record as RecordOf<'node'>) }
+      : { kind: 'certificate', ...base, certificate: structuredClone(record as RecordOf<'certificate'>) };
+  return entry as EntryOf<K>;
+}
+
 /**
  * The ledger of one state directory, held open (and locked) by one process.
- * Mutations are serialised: each resolves once the new file is durable.
+ * Mutations are serialised: each resolves once the new file is durable; if the file cannot be
+ * written, the in-memory change is undone and the write's error thrown.
  */
 export class Ledger {
   private readonly entries = new Map<string, LedgerEntry>();
@@ -106,12 +99,14 @@ export class Ledger {
   }
 
   /**
-   * Locks the state directory, reads the ledger (an absent file is an empty ledger) and
-   * turns every `pending` entry (a create interrupted by a crash) into `uncertain`.
+   * Locks the state directory, reads the ledger (an absent file is an empty ledger), migrates
+   * a format-1 file (crash-safe: the v1 file is first kept as `ledger.v1.json`), and turns
+   * every `pending` entry (a create interrupted by a crash) into `uncertain`.
    *
    * @param stateDir - `[state] dir`; created (0700) when missing
    * @throws `StateLockedError` when another process holds the state directory
-   * @throws {@link LedgerCorruptError} when the file exists but is not a valid ledger
+   * @throws `LedgerCorruptError` when the file exists but is not a valid ledger, or is of a
+   *   format newer than this espm knows
    */
   static async open(stateDir: string, options: LedgerOptions = {}): Promise<Ledger> {
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
@@ -127,24 +122,9 @@ export class Ledger {
   }
 
   private async load(): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(this.path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    let parsed: z.infer<typeof fileSchema>;
-    try {
-      parsed = fileSchema.parse(JSON.parse(text));
-    } catch (err) {
-      throw new LedgerCorruptError(
-        `${this.path} is not a valid espm ledger (${(err as Error).message.split('\n')[0]}); ` +
-          'espm will not guess what it owns: restore it from a backup or inspect it by hand',
-      );
-    }
+    const { entries, v1Text } = await readLedgerFile(this.path);
     const interrupted: string[] = [];
-    for (const entry of parsed.entries) {
+    for (const entry of entries) {
       if (entry.state === 'pending') {
         entry.state = 'uncertain';
         entry.updated_at = this.timestamp();
@@ -152,12 +132,20 @@ export class Ledger {
       }
       this.entries.set(keyOf(entry.kind, entry.name), entry);
     }
+    if (v1Text !== undefined) {
+      const backup = await keepV1Backup(this.stateDir, v1Text);
+      await this.persist();
+      this.options.logger?.info(
+        { ledger: this.path, backup, from_format: 1, entries: entries.length },
+        'ledger migrated from format 1 to format 2; the format-1 file is kept as its backup',
+      );
+    }
     if (interrupted.length > 0) {
       this.options.logger?.warn(
         { entries: interrupted },
         'creates interrupted by a crash: ownership uncertain until resolved with `espm ledger adopt|forget`',
       );
-      await this.persist();
+      if (v1Text === undefined) await this.persist();
     }
   }
 
@@ -166,94 +154,90 @@ export class Ledger {
   }
 
   /** The entry of `kind`/`name`, or undefined. A copy: changing it changes nothing. */
-  get(kind: EntryKind, name: string): LedgerEntry | undefined {
+  get<K extends EntryKind>(kind: K, name: string): EntryOf<K> | undefined {
     const entry = this.entries.get(keyOf(kind, name));
-    return entry === undefined ? undefined : structuredClone(entry);
+    return entry === undefined ? undefined : (structuredClone(entry) as EntryOf<K>);
   }
 
   /** Every entry, sorted by kind then name (copies). */
   list(): LedgerEntry[] {
-    return [...this.entries.values()]
-      .sort((a, b) => a.kind.localeCompare(b.kind) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-      .map((e) => structuredClone(e));
+    return [...this.entries.values()].sort(byKindThenName).map((e) => structuredClone(e));
   }
 
-  /** Counts of entries per kind and state. */
+  /** Counts of entries per kind and state (every state present, 0 when none). */
   counts(): Record<EntryKind, Record<EntryState, number>> {
-    const counts = {
-      node: { pending: 0, present: 0, uncertain: 0, deleting: 0 },
-      certificate: { pending: 0, present: 0, uncertain: 0, deleting: 0 },
-    };
+    const zero = (): Record<EntryState, number> =>
+      Object.fromEntries(ENTRY_STATES.map((s) => [s, 0])) as Record<EntryState, number>;
+    const counts: Record<EntryKind, Record<EntryState, number>> = { node: zero(), certificate: zero() };
     for (const entry of this.entries.values()) counts[entry.kind][entry.state] += 1;
     return counts;
   }
 
   /**
-   * Write-ahead: records that espm is about to create `name` (state `pending`), durably,
-   * before the backend is touched.
+   * Write-ahead: records that espm is about to create `name` (state `pending`, receipt `null`,
+   * no pending steps), durably, before the backend is touched.
    *
+   * @param record - what the platform asked for (stored as a copy)
    * @throws {@link LedgerStateError} when an entry of that kind and name exists
    */
-  async begin(kind: EntryKind, name: string, details: Record<string, unknown>): Promise<void> {
+  async begin<K extends EntryKind>(kind: K, name: string, record: RecordOf<K>): Promise<void> {
     await this.mutate(() => {
       if (this.entries.has(keyOf(kind, name))) {
         throw new LedgerStateError(`the ledger already has ${kind} ${name}`);
       }
-      const now = this.timestamp();
-      this.entries.set(keyOf(kind, name), { kind, name, state: 'pending', created_at: now, updated_at: now, details });
+      this.entries.set(keyOf(kind, name), newEntry(kind, name, record, this.timestamp()));
     });
   }
 
   /**
    * Marks an entry `present` (a create succeeded, an operator adopted it, or a delete was
-   * refused), optionally replacing its details.
+   * refused), optionally replacing its record and setting its receipt.
    *
-   * @returns the entry as stored
-   * @throws {@link LedgerStateError} when there is no such entry
+   * @returns the entry as stored (a copy)
+   * @throws {@link LedgerStateError} when there is no such entry, or it is `deleted` (the
+   *   backend object is gone)
    */
-  async commit(kind: EntryKind, name: string, details?: Record<string, unknown>): Promise<LedgerEntry> {
-    return this.setState(kind, name, 'present', details);
-  }
-
-  /**
-   * Write-ahead for a delete/revoke: marks a `present` entry `deleting`, durably, before the
-   * backend is touched. A crash then leaves an entry that can safely be deleted again.
-   *
-   * @throws {@link LedgerStateError} when there is no such entry
-   */
-  async markDeleting(kind: EntryKind, name: string): Promise<LedgerEntry> {
-    return this.setState(kind, name, 'deleting');
-  }
-
-  /**
-   * Marks an entry `uncertain`: espm cannot tell whether the backend has it.
-   *
-   * @throws {@link LedgerStateError} when there is no such entry
-   */
-  async markUncertain(kind: EntryKind, name: string): Promise<LedgerEntry> {
-    return this.setState(kind, name, 'uncertain');
-  }
-
-  private async setState(
-    kind: EntryKind,
-    name: string,
-    state: EntryState,
-    details?: Record<string, unknown>,
-  ): Promise<LedgerEntry> {
-    let result!: LedgerEntry;
-    await this.mutate(() => {
-      const entry = this.entries.get(keyOf(kind, name));
-      if (entry === undefined) throw new LedgerStateError(`the ledger has no ${kind} ${name}`);
-      entry.state = state;
-      entry.updated_at = this.timestamp();
-      if (details !== undefined) entry.details = details;
-      result = structuredClone(entry);
+  async commit<K extends EntryKind>(kind: K, name: string, update: CommitUpdate<K> = {}): Promise<EntryOf<K>> {
+    return this.change(kind, name, (entry) => {
+      this.refuseDeleted(entry, 'present');
+      entry.state = 'present';
+      if (update.record !== undefined) {
+        if (entry.kind === 'node') entry.node = structuredClone(update.record as RecordOf<'node'>);
+        else entry.certificate = structuredClone(update.record as RecordOf<'certificate'>);
+      }
+      if (update.receipt !== undefined) entry.receipt = structuredClone(update.receipt);
     });
-    return result;
   }
 
   /**
-   * Removes an entry (deleted, rolled back, refused as existing, or forgotten by an operator).
+   * Write-ahead for a delete/revoke: marks an entry `deleting`, durably, before the backend is
+   * touched. A crash then leaves an entry that can safely be deleted again.
+   *
+   * @throws {@link LedgerStateError} when there is no such entry, or it is `deleted`
+   */
+  async markDeleting<K extends EntryKind>(kind: K, name: string): Promise<EntryOf<K>> {
+    return this.change(kind, name, (entry) => {
+      this.refuseDeleted(entry, 'deleting');
+      entry.state = 'deleting';
+    });
+  }
+
+  /**
+   * Marks an entry `uncertain`: espm cannot tell whether the backend has it (a create that
+   * timed out or was interrupted).
+   *
+   * @throws {@link LedgerStateError} when there is no such entry, or it is `deleted`
+   */
+  async markUncertain<K extends EntryKind>(kind: K, name: string): Promise<EntryOf<K>> {
+    return this.change(kind, name, (entry) => {
+      this.refuseDeleted(entry, 'uncertain');
+      entry.state = 'uncertain';
+    });
+  }
+
+  /**
+   * Removes an entry (deleted, rolled back, refused as existing, or forgotten by an operator),
+   * whatever its state and pending steps.
    *
    * @returns true when there was one
    */
@@ -267,14 +251,77 @@ export class Ledger {
   }
 
   /**
-   * Applies `change` to the in-memory entries and persists, one mutation at a time. If the
-   * file cannot be written the in-memory change is undone and the error thrown.
+   * The backend object is gone: removes the entry when `owed` is empty, else keeps it as
+   * `deleted` with those steps added to its pending steps (oldest first, each once).
+   *
+   * @param owed - follow-ups still owed for the name (e.g. `puppetdb_deactivation`)
+   * @throws {@link LedgerStateError} when there is no such entry
+   */
+  async finishDeletion(kind: EntryKind, name: string, owed: readonly PendingStep[]): Promise<void> {
+    await this.mutate(() => {
+      const key = keyOf(kind, name);
+      const entry = this.entries.get(key);
+      if (entry === undefined) throw new LedgerStateError(`the ledger has no ${kind} ${name}`);
+      if (owed.length === 0) {
+        this.entries.delete(key);
+        return;
+      }
+      entry.state = 'deleted';
+      entry.pending_steps = [...new Set([...entry.pending_steps, ...owed])];
+      entry.updated_at = this.timestamp();
+    });
+  }
+
+  /**
+   * A follow-up is done: drops `step` from the entry's pending steps (nothing changes when it
+   * was not owed); a `deleted` entry with nothing left owed is removed.
+   *
+   * @throws {@link LedgerStateError} when there is no such entry
+   */
+  async completePendingStep(kind: EntryKind, name: string, step: PendingStep): Promise<void> {
+    await this.mutate(() => {
+      const key = keyOf(kind, name);
+      const entry = this.entries.get(key);
+      if (entry === undefined) throw new LedgerStateError(`the ledger has no ${kind} ${name}`);
+      if (!entry.pending_steps.includes(step)) return false;
+      entry.pending_steps = entry.pending_steps.filter((s) => s !== step);
+      entry.updated_at = this.timestamp();
+      if (entry.state === 'deleted' && entry.pending_steps.length === 0) this.entries.delete(key);
+      return true;
+    });
+  }
+
+  private refuseDeleted(entry: LedgerEntry, to: EntryState): void {
+    if (entry.state === 'deleted') {
+      throw new LedgerStateError(
+        `${entry.kind} ${entry.name} is deleted (only ${entry.pending_steps.join(', ')} owed); it cannot become ${to}`,
+      );
+    }
+  }
+
+  /** Applies `apply` to one existing entry, stamps `updated_at`, persists; returns a copy. */
+  private async change<K extends EntryKind>(kind: K, name: string, apply: (entry: LedgerEntry) => void): Promise<EntryOf<K>> {
+    let result!: EntryOf<K>;
+    await this.mutate(() => {
+      const entry = this.entries.get(keyOf(kind, name));
+      if (entry === undefined) throw new LedgerStateError(`the ledger has no ${kind} ${name}`);
+      apply(entry);
+      entry.updated_at = this.timestamp();
+      result = structuredClone(entry) as EntryOf<K>;
+    });
+    return result;
+  }
+
+  /**
+   * Applies `change` to the in-memory entries and persists, one mutation at a time. `change`
+   * returning false means nothing changed (no write). If `change` throws or the file cannot
+   * be written, the in-memory entries are restored and the error thrown.
    */
   private mutate(change: () => boolean | void): Promise<void> {
     const run = async (): Promise<void> => {
       const before = new Map([...this.entries].map(([k, v]) => [k, structuredClone(v)]));
-      if (change() === false) return;
       try {
+        if (change() === false) return;
         await this.persist();
       } catch (err) {
         this.entries.clear();
@@ -288,14 +335,7 @@ export class Ledger {
   }
 
   private async persist(): Promise<void> {
-    const body = { format: LEDGER_FORMAT, entries: this.list() };
-    await writeFileAtomic(this.path, `${JSON.stringify(body, null, 2)}\n`, { mode: 0o600, fsync: true });
-    const dir = await open(this.stateDir, 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await writeDurably(this.path, ledgerText(this.list()));
   }
 
   /** Waits for pending writes, then releases the state directory's lock. */
