@@ -137,11 +137,17 @@ export class DashboardRakeClassifier implements Classifier {
    *   own failures never throw: calls then run processes)
    */
   async start(): Promise<Record<string, unknown>> {
-    const [tasks, worker] = await Promise.all([this.consoleTasks(), this.startWorker()]);
+    const [tasks, worker] = await Promise.all([this.consoleTasks(), this.warmUpWorker()]);
     return { console: tasks.parameters.description, ...worker };
   }
 
-  private async startWorker(): Promise<Record<string, unknown>> {
+  /**
+   * Starts (and checks) the console worker, when it is on, without the console check of
+   * {@link DashboardRakeClassifier.start}. Never throws.
+   *
+   * @returns `{ worker: <state>, worker_pid?, worker_reason? }`
+   */
+  async warmUpWorker(): Promise<Record<string, unknown>> {
     if (this.workers === undefined) return { worker: this.config.worker ? 'off (no state directory)' : 'off' };
     const status = await this.workers.warmUp();
     return { worker: status.state, ...(status.pid === undefined ? {} : { worker_pid: status.pid }), ...(status.reason === undefined ? {} : { worker_reason: status.reason }) };

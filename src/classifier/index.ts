@@ -1,5 +1,7 @@
 /**
- * Builds the classifier adapter `[classifier] backend` names.
+ * Builds the classifier adapter `[classifier] backend` names. Adding a backend is one `case`
+ * here (plus its adapter, its `[classifier]` schema block in src/config.ts, one entry in
+ * test/support/classifier-backends.ts, docs): see docs/design.md ("Adding a backend").
  *
  * @packageDocumentation
  */

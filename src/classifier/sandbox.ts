@@ -99,14 +99,12 @@ export class SandboxClassifier implements Classifier {
   }
 
   /**
-   * Reads the store (seeding it on first use).
+   * Says which console this is; the store is read (and seeded) at the first call, not here.
    *
    * @returns `{ console: <description> }` for the start-up log
-   * @throws {@link ClassifierError} `failed` when the store is unusable
    */
-  async start(): Promise<Record<string, unknown>> {
-    await this.file.read(() => undefined);
-    return { console: `sandbox (puppet-dashboard 2.0 semantics, ${this.path})` };
+  start(): Promise<Record<string, unknown>> {
+    return Promise.resolve({ console: `sandbox (puppet-dashboard 2.0 semantics, ${this.path})` });
   }
 
   /**

@@ -260,7 +260,7 @@ describeWithRake('console worker: failures', () => {
     try {
       const runner = new CountingRunner();
       const classifier = new DashboardRakeClassifier(classifierConfig(console.dir), runner, { stateDir });
-      expect(await classifier.start()).toMatchObject({ worker: 'unavailable', worker_reason: expect.stringContaining('boot exited 1') });
+      expect(await classifier.warmUpWorker()).toMatchObject({ worker: 'unavailable', worker_reason: expect.stringContaining('boot exited 1') });
       await expect(classifier.listGroups()).rejects.toMatchObject({ failure: 'failed', output: expect.stringContaining("Can't connect to local MySQL server") });
       expect(runner.count).toBe(2); // the self-check's process run, then the list as a process
       await classifier.close();
@@ -274,7 +274,7 @@ describeWithRake('console worker: failures', () => {
     try {
       const runner = new CountingRunner();
       const classifier = new DashboardRakeClassifier(classifierConfig(console.dir, { ruby: '/nonexistent/bin/ruby' }), runner, { stateDir });
-      expect(await classifier.start()).toMatchObject({ worker: 'unavailable', worker_reason: expect.stringContaining('/nonexistent/bin/ruby') });
+      expect(await classifier.warmUpWorker()).toMatchObject({ worker: 'unavailable', worker_reason: expect.stringContaining('/nonexistent/bin/ruby') });
       expect(await classifier.listClasses()).toEqual(expect.arrayContaining(['motd', 'ntp']));
       expect(await console.processesRun()).toEqual(['nodegroup:list', 'nodeclass:list']);
       await classifier.close();
@@ -291,7 +291,7 @@ describeWithRake('console worker: failures', () => {
     try {
       const runner = new CountingRunner();
       const classifier = new DashboardRakeClassifier(classifierConfig(dir, {}, rakefile), runner, { stateDir: dir });
-      expect(await classifier.start()).toMatchObject({ worker: 'disabled', worker_reason: expect.stringMatching(/self-check: rake nodegroup:list answered differently .*stdout differs at line 1/) });
+      expect(await classifier.warmUpWorker()).toMatchObject({ worker: 'disabled', worker_reason: expect.stringMatching(/self-check: rake nodegroup:list answered differently .*stdout differs at line 1/) });
       const before = runner.count;
       const groups = await classifier.listGroups();
       expect(groups).toEqual([expect.stringMatching(/^pid-\d+$/)]);
