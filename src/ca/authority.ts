@@ -1,11 +1,38 @@
 /**
  * The CertificateAuthority interface: what espm asks of the Puppet CA, whatever its tool.
- * Adapters know their tool (invocation, messages, ssldir layout); they never decide
- * ownership.
+ * Shaped by the job (issue a node's certificate, revoke it), not by any tool's steps: an
+ * adapter's own multi-step work and its roll-back live in the adapter. Adapters know their
+ * tool (invocation, messages, ssldir layout, HTTP API); they never decide ownership.
+ *
+ * Source of truth: docs/design.md ("Backend interfaces", "CertificateAuthority").
  *
  * @packageDocumentation
  */
 import { BackendError } from '../backend.js';
+import type { Receipt } from '../ownership/entries.js';
+
+/**
+ * What the platform orders: a certificate for `certname`. An object, so that trusted
+ * extensions and token signing (docs/design.md, "Certificates: trusted extensions and token
+ * signing") can be added without another signature change.
+ */
+export interface CertificateOrder {
+  /** Validated certname: the certificate's subject CN. */
+  certname: string;
+  /** Extra DNS subject alt names (validated), possibly empty; `DNS:certname` is added by the CA when not empty. */
+  dnsAltNames: readonly string[];
+}
+
+/**
+ * A CA receipt: what the CA signed, as the ledger keeps it and {@link CertificateAuthority.revoke}
+ * gets it back. Built by `caReceipt` (src/ca/certificate-info.ts).
+ */
+export interface CaReceipt extends Receipt {
+  /** SHA-256 of the DER certificate, colon-separated upper-case hex. */
+  readonly fingerprint_sha256: string;
+  /** SHA-256 of the certificate's SubjectPublicKeyInfo DER, colon-separated upper-case hex. */
+  readonly public_key_sha256: string;
+}
 
 /** A certificate just issued for a node, PEM strings. */
 export interface IssuedCertificate {
@@ -16,6 +43,8 @@ export interface IssuedCertificate {
   privateKey: string;
   /** The CA certificate (bundle) the node must trust (PEM). */
   caCertificate: string;
+  /** What the ledger keeps to revoke exactly this certificate later. */
+  receipt: CaReceipt;
 }
 
 /** A CA call failed (see {@link BackendError}: `failed`, `timeout`, `unavailable`). */
@@ -41,19 +70,25 @@ export interface CertificateAuthority {
    * CA certificate), then removes the node's private key from the master's ssldir unless
    * `[ca] keep_private_keys` is set.
    *
-   * @param certname - validated certname (the CN)
-   * @param dnsAltNames - extra DNS subject alt names (validated), possibly empty
-   * @throws {@link CertificateExistsError} when the CA has that name already
-   * @throws {@link CaError}
+   * @param order - certname and DNS alt names
+   * @returns the PEM strings and the receipt
+   * @throws {@link CertificateExistsError} when the CA has that name already (certificate,
+   *   files or CSR); nothing was changed
+   * @throws {@link CaError} `failed` (nothing of espm's left: refused, or rolled back),
+   *   `timeout`/`interrupted` (something may be left), `unavailable` (nothing happened)
    */
-  issue(certname: string, dnsAltNames: readonly string[]): Promise<IssuedCertificate>;
+  issue(order: CertificateOrder): Promise<IssuedCertificate>;
   /**
-   * Revokes `certname`'s certificate and removes its files from the master.
+   * Revokes `certname`'s certificate and removes its files from the master. The service has
+   * checked beforehand that the CA's certificate is the one espm issued.
    *
+   * @param certname - validated certname
+   * @param receipt - what {@link issue} returned (as the ledger kept it), or null for an
+   *   entry without one (adopted, or written by a ledger of format 1)
    * @returns `revoked`, or `absent` when the CA has no certificate of that name
    * @throws {@link CaError}
    */
-  revoke(certname: string): Promise<'revoked' | 'absent'>;
+  revoke(certname: string, receipt: Receipt | null): Promise<'revoked' | 'absent'>;
   /**
    * SHA-256 fingerprint (colon-separated upper-case hex) of the certificate the CA holds as
    * signed for `certname`, or undefined when it holds none. Lets the service check that a

@@ -1,10 +1,12 @@
 /**
  * Facts about a PEM certificate that espm answers with and records: SHA-256 fingerprint,
- * expiry, serial, names. Read with Node's X509Certificate.
+ * expiry, serial, names, public key. Read with Node's X509Certificate (never by matching
+ * `openssl` text). Source of truth: docs/design.md ("CertificateAuthority").
  *
  * @packageDocumentation
  */
-import { X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
+import type { CaReceipt } from './authority.js';
 
 /** What espm records and answers about a certificate. */
 export interface CertificateInfo {
@@ -45,4 +47,32 @@ export function certificateInfo(pem: string): CertificateInfo {
 /** Normalises a fingerprint for comparison: hex digits only, upper case. */
 export function normaliseFingerprint(fingerprint: string): string {
   return fingerprint.replace(/[^0-9a-fA-F]/g, '').toUpperCase();
+}
+
+/** Colon-separated upper-case hex of `bytes` (`AB:CD:…`), the way Puppet and Node print fingerprints. */
+export function colonHex(bytes: Buffer): string {
+  return bytes.toString('hex').toUpperCase().match(/../g)?.join(':') ?? '';
+}
+
+/**
+ * SHA-256 of a certificate's SubjectPublicKeyInfo DER, colon-separated upper-case hex: the
+ * same for a certificate and for the key pair it was made for.
+ *
+ * @param pem - one PEM `CERTIFICATE` (the first of a bundle)
+ * @throws Error when it is not a certificate
+ */
+export function publicKeySha256(pem: string): string {
+  const spki = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
+  return colonHex(createHash('sha256').update(spki).digest());
+}
+
+/**
+ * The receipt of an issued certificate: its SHA-256 fingerprint and the SHA-256 of its
+ * public key (docs/design.md, "CertificateAuthority").
+ *
+ * @param pem - the node's certificate, PEM
+ * @throws Error when it is not a certificate
+ */
+export function caReceipt(pem: string): CaReceipt {
+  return { fingerprint_sha256: new X509Certificate(pem).fingerprint256, public_key_sha256: publicKeySha256(pem) };
 }

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { Config } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
-import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from './authority.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
 import { certificateInfo } from './certificate-info.js';
 import { collectIssued, nodeFiles, runCaCommand, ssldirLookup, type CaOutput } from './ssldir.js';
 
@@ -75,7 +75,7 @@ export class PuppetCertAuthority implements CertificateAuthority {
   /** The master's ssldir: `[ca] ssldir`, else asked once with `puppet master --configprint ssldir` (works on 2.7–5.x; `puppet cert --configprint` without an action prints help on 2.7.10+). */
   readonly resolveSsldir: () => Promise<string>;
 
-  async issue(certname: string, dnsAltNames: readonly string[]): Promise<IssuedCertificate> {
+  async issue({ certname, dnsAltNames }: CertificateOrder): Promise<IssuedCertificate> {
     const ssldir = await this.resolveSsldir();
     const files = nodeFiles(ssldir, certname);
     const signedBefore = await exists(join(ssldir, 'ca', 'signed', `${certname}.pem`));
@@ -101,6 +101,7 @@ export class PuppetCertAuthority implements CertificateAuthority {
     return issued;
   }
 
+  /** `puppet cert clean NAME` (revokes and removes). The receipt is not needed: the service checked the fingerprint. */
   async revoke(certname: string): Promise<'revoked' | 'absent'> {
     const out = await this.puppet(['cert', 'clean', certname, '--color', 'false'], `puppet cert clean ${certname}`);
     if (PUPPET_CERT_MESSAGES.revoked.test(out.text)) return 'revoked';

@@ -18,7 +18,7 @@ import { rm } from 'node:fs/promises';
 import type { Config } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
-import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from './authority.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
 import { collectIssued, nodeFiles, runCaCommand, ssldirLookup, type CaOutput } from './ssldir.js';
 
 /** Messages of `puppetserver ca` (puppetserver-ca-cli 2.x). */
@@ -65,7 +65,7 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
   /** The master's ssldir: `[ca] ssldir`, else asked once with `puppet config print ssldir --section server`. */
   readonly resolveSsldir: () => Promise<string>;
 
-  async issue(certname: string, dnsAltNames: readonly string[]): Promise<IssuedCertificate> {
+  async issue({ certname, dnsAltNames }: CertificateOrder): Promise<IssuedCertificate> {
     const ssldir = await this.resolveSsldir();
     const args = ['generate', '--certname', certname];
     if (dnsAltNames.length > 0) args.push('--subject-alt-names', dnsAltNames.join(','));
@@ -78,6 +78,7 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
     return collectIssued(ssldir, certname, this.config.keepPrivateKeys);
   }
 
+  /** `puppetserver ca clean` and the server-side copies removed. The receipt is not needed: the service checked the fingerprint. */
   async revoke(certname: string): Promise<'revoked' | 'absent'> {
     const ssldir = await this.resolveSsldir();
     const out = await this.ca(['clean', '--certname', certname], `puppetserver ca clean ${certname}`);

@@ -34,8 +34,9 @@ import writeFileAtomic from 'write-file-atomic';
 import { z } from 'zod';
 import type { Logger } from '../logger.js';
 import { isCertname } from '../names.js';
-import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from './authority.js';
-import { certificateInfo } from './certificate-info.js';
+import type { Receipt } from '../ownership/entries.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
+import { caReceipt, certificateInfo } from './certificate-info.js';
 
 /** Directory of the sandbox CA inside `[state] dir`. */
 export const SANDBOX_CA_DIR = join('sandbox', 'ca');
@@ -304,14 +305,14 @@ export class SandboxCertificateAuthority implements CertificateAuthority {
    * first when absent); keeps the certificate as `signed/NAME.pem` and a line in
    * `inventory.txt`; never stores the private key.
    *
-   * @param certname - the CN (a certname)
-   * @param dnsAltNames - extra DNS subject alt names, after DNS:certname (duplicates once)
-   * @returns certificate, private key (PKCS#1 PEM) and CA certificate, LF line endings
+   * @param order - certname (the CN) and extra DNS subject alt names, after DNS:certname
+   *   (duplicates once)
+   * @returns certificate, private key (PKCS#1 PEM) and CA certificate, LF line endings; the receipt
    * @throws {@link CertificateExistsError} when `signed/NAME.pem` exists
    * @throws {@link CaError} `failed` when `certname` is not a certname or a file cannot be
    *   read or written
    */
-  async issue(certname: string, dnsAltNames: readonly string[]): Promise<IssuedCertificate> {
+  async issue({ certname, dnsAltNames }: CertificateOrder): Promise<IssuedCertificate> {
     this.checkCertname(certname);
     return this.exclusive(`issuing a certificate for ${certname}`, async () => {
       const ca = await this.loadCa();
@@ -346,7 +347,7 @@ export class SandboxCertificateAuthority implements CertificateAuthority {
       const line = `0x${serial.toString(16).toUpperCase().padStart(4, '0')} ${inventoryTime(cert.validity.notBefore)} ${inventoryTime(notAfter)} /CN=${certname}\n`;
       await this.write(this.files.inventory, inventory + line, 0o644);
       this.options.logger?.debug({ certname, serial: serial.toString(16).toUpperCase() }, 'sandbox CA: certificate signed');
-      return { certname, certificate, privateKey: lf(forge.pki.privateKeyToPem(keys.privateKey)), caCertificate: ca.pem };
+      return { certname, certificate, privateKey: lf(forge.pki.privateKeyToPem(keys.privateKey)), caCertificate: ca.pem, receipt: caReceipt(certificate) };
     });
   }
 
@@ -354,11 +355,13 @@ export class SandboxCertificateAuthority implements CertificateAuthority {
    * Revokes `certname`'s certificate: records it in `revoked.json` (serial, fingerprint,
    * time), then removes `signed/NAME.pem`.
    *
+   * @param certname - the certname
+   * @param _receipt - not needed: the service checked the fingerprint before
    * @returns `revoked`, or `absent` when the CA holds no certificate of that name
    * @throws {@link CaError} `failed` when `certname` is not a certname or a file cannot be
    *   read or written
    */
-  async revoke(certname: string): Promise<'revoked' | 'absent'> {
+  async revoke(certname: string, _receipt: Receipt | null = null): Promise<'revoked' | 'absent'> {
     this.checkCertname(certname);
     return this.exclusive(`revoking the certificate of ${certname}`, async () => {
       const pem = await readIfExists(this.files.signed(certname));

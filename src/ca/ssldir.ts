@@ -12,6 +12,7 @@ import { onceUntilFailure, runBackendCommand } from '../backend.js';
 import type { Config } from '../config.js';
 import type { CommandRunner, CommandSpec } from '../exec/command.js';
 import { CaError, type IssuedCertificate } from './authority.js';
+import { caReceipt } from './certificate-info.js';
 
 /** ANSI SGR sequences (`\e[0;36m`), which Puppet 2.7 prints unless `--color false`. */
 const ANSI_SGR = /\u001b\[[0-9;]*m/g;
@@ -61,10 +62,11 @@ export function nodeFiles(ssldir: string, certname: string): { certificate: stri
 }
 
 /**
- * Reads what a generate left in the ssldir, then removes the node's private key unless
- * `keepPrivateKey` (the master never needs it).
+ * Reads what a generate left in the ssldir (and makes the receipt from the certificate),
+ * then removes the node's private key unless `keepPrivateKey` (the master never needs it).
  *
- * @throws {@link CaError} `failed` when a file is missing or unreadable
+ * @throws {@link CaError} `failed` when a file is missing or unreadable, or the certificate
+ *   is not one
  */
 export async function collectIssued(ssldir: string, certname: string, keepPrivateKey: boolean): Promise<IssuedCertificate> {
   const files = nodeFiles(ssldir, certname);
@@ -75,11 +77,19 @@ export async function collectIssued(ssldir: string, certname: string, keepPrivat
       throw new CaError('failed', `the CA reported success but ${path} cannot be read: ${(err as Error).message}`);
     }
   };
+  const certificate = await read(files.certificate);
+  let receipt;
+  try {
+    receipt = caReceipt(certificate);
+  } catch (err) {
+    throw new CaError('failed', `the CA reported success but ${files.certificate} is not a certificate: ${(err as Error).message}`);
+  }
   const issued = {
     certname,
-    certificate: await read(files.certificate),
+    certificate,
     privateKey: await read(files.privateKey),
     caCertificate: await read(files.caCertificate),
+    receipt,
   };
   if (!keepPrivateKey) await rm(files.privateKey, { force: true });
   return issued;

@@ -1,12 +1,16 @@
 /**
  * The rules of certificates: issue a node's certificate and record it as espm's; revoke only
  * a certificate espm issued — and only while the CA still holds that very certificate
- * (same SHA-256 fingerprint). CA operations run one at a time across the daemon.
+ * (same SHA-256 fingerprint). CA operations run one at a time across the daemon. An outcome
+ * that is unknown (timeout, interrupted) is treated as the node service treats it.
+ *
+ * Source of truth: docs/design.md ("Ownership", "HTTP contract, v1").
  *
  * @packageDocumentation
  */
 import { Mutex } from 'async-mutex';
-import { CaError, CertificateExistsError, type CertificateAuthority } from '../ca/authority.js';
+import { outcomeUnknown } from '../backend.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from '../ca/authority.js';
 import { certificateInfo, normaliseFingerprint } from '../ca/certificate-info.js';
 import type { Logger } from '../logger.js';
 import type { CertificateRequest } from '../names.js';
@@ -37,25 +41,38 @@ export interface OwnedCertificate {
   created_at: string;
 }
 
+/** Options of {@link CertificateService}. */
+export interface CertificateServiceOptions {
+  /** Outcomes (names, fingerprints and serials only; never keys). */
+  logger?: Logger;
+  /**
+   * Called after every successful CA call that changes a certificate, before the ledger
+   * records the outcome (crash-consistency tests widen that window with it). Default none.
+   */
+  afterBackend?: () => Promise<void>;
+}
+
 /** The certificate service. */
 export class CertificateService {
   /** One CA operation at a time, across the daemon. */
   private readonly caMutex = new Mutex();
   private readonly perName = new KeyedMutex();
+  private readonly logger: Logger | undefined;
+  private readonly afterBackend: (() => Promise<void>) | undefined;
 
   /**
    * @param ca - the CA adapter
    * @param ledger - the ownership ledger (shared with the node service)
-   * @param logger - outcomes (names and fingerprints only)
-   * @param afterBackend - called after every successful CA call that changes a certificate,
-   *   before the ledger records it (crash-consistency tests widen that window with it)
+   * @param options - logger, after-backend hook
    */
   constructor(
     private readonly ca: CertificateAuthority,
     private readonly ledger: Ledger,
-    private readonly logger?: Logger,
-    private readonly afterBackend?: () => Promise<void>,
-  ) {}
+    options: CertificateServiceOptions = {},
+  ) {
+    this.logger = options.logger;
+    this.afterBackend = options.afterBackend;
+  }
 
   private exclusive<T>(task: () => Promise<T>): Promise<T> {
     return this.caMutex.runExclusive(task);
@@ -65,7 +82,8 @@ export class CertificateService {
    * Issues a certificate and records it as espm's.
    *
    * @throws {@link ServiceError} `certificate_exists` (409: espm's, or the CA has the name),
-   *   `backend_failed` (502), `backend_timeout` (504; the name is then uncertain)
+   *   `backend_failed` (502), `backend_timeout` (504), `backend_unavailable` (503); after a
+   *   timeout or an interruption the name is `uncertain`
    */
   async issue(request: CertificateRequest): Promise<IssuedCertificateBody> {
     const { certname } = request;
@@ -74,18 +92,18 @@ export class CertificateService {
         throw new ServiceError('certificate_exists', `a certificate for ${certname} exists (issued by espm)`);
       }
       await this.ledger.begin('certificate', certname, { dns_alt_names: request.dns_alt_names });
-      let issued;
+      let issued: IssuedCertificate;
       try {
-        issued = await this.exclusive(() => this.ca.issue(certname, request.dns_alt_names));
+        issued = await this.exclusive(() => this.ca.issue({ certname, dnsAltNames: request.dns_alt_names }));
         await this.afterBackend?.();
       } catch (err) {
         if (err instanceof CertificateExistsError) {
           await this.ledger.remove('certificate', certname);
           throw new ServiceError('certificate_exists', `the CA already has a certificate for ${certname}: ${err.output}`);
         }
-        if (err instanceof CaError && err.failure === 'timeout') {
+        if (err instanceof CaError && outcomeUnknown(err.failure)) {
           await this.ledger.markUncertain('certificate', certname);
-          this.logger?.warn({ certname }, 'certificate generation timed out: ownership uncertain');
+          this.logger?.warn({ certname, failure: err.failure }, 'certificate generation did not finish: ownership uncertain');
         } else {
           await this.ledger.remove('certificate', certname);
         }
@@ -93,10 +111,13 @@ export class CertificateService {
       }
       const info = certificateInfo(issued.certificate);
       await this.ledger.commit('certificate', certname, {
-        fingerprint_sha256: info.fingerprint_sha256,
-        not_after: info.not_after,
-        serial: info.serial,
-        dns_alt_names: info.dns_alt_names.filter((n) => n !== certname),
+        record: {
+          dns_alt_names: info.dns_alt_names.filter((n) => n !== certname),
+          fingerprint_sha256: info.fingerprint_sha256,
+          serial: info.serial,
+          not_after: info.not_after,
+        },
+        receipt: issued.receipt,
       });
       this.logger?.info({ certname, fingerprint_sha256: info.fingerprint_sha256, serial: info.serial }, 'certificate issued');
       return {
@@ -120,13 +141,15 @@ export class CertificateService {
     if (entry?.state !== 'present') {
       throw new ServiceError('certificate_not_found', `espm has no certificate for ${certname}`);
     }
-    const d = entry.details as { fingerprint_sha256: string; not_after: string; serial: string; dns_alt_names?: string[] };
+    const record = entry.certificate;
+    // An adopted entry (an interrupted issue an operator resolved) has no fingerprint, serial
+    // or expiry: the keys are then left out of the answer, as before ledger format 2.
     return {
       certname,
-      fingerprint_sha256: d.fingerprint_sha256,
-      not_after: d.not_after,
-      serial: d.serial,
-      dns_alt_names: d.dns_alt_names ?? [],
+      fingerprint_sha256: record.fingerprint_sha256 as string,
+      not_after: record.not_after as string,
+      serial: record.serial as string,
+      dns_alt_names: record.dns_alt_names,
       created_at: entry.created_at,
     };
   }
@@ -137,13 +160,14 @@ export class CertificateService {
    * (re-issued by someone else): it is left alone, 409.
    *
    * @throws {@link ServiceError} `certificate_not_found`, `ownership_uncertain` (409),
-   *   `backend_failed`/`backend_timeout` (the entry stays — `deleting` after a timeout —
-   *   and revoking again is safe)
+   *   `backend_failed`/`backend_timeout`/`backend_unavailable` (the entry stays — `deleting`
+   *   after a timeout or an interruption — and revoking again is safe)
    */
   async revoke(certname: string): Promise<void> {
     await this.perName.run(certname, async () => {
       const entry = this.ledger.get('certificate', certname);
-      if (entry === undefined || entry.state === 'pending') {
+      // `deleted`: the certificate is gone, only follow-ups are owed.
+      if (entry === undefined || entry.state === 'pending' || entry.state === 'deleted') {
         throw new ServiceError('certificate_not_found', `espm has no certificate for ${certname}`);
       }
       if (entry.state === 'uncertain') {
@@ -153,7 +177,7 @@ export class CertificateService {
             'an operator must resolve it with `espm ledger adopt certificate NAME` or `espm ledger forget certificate NAME`',
         );
       }
-      const recorded = String(entry.details['fingerprint_sha256'] ?? '');
+      const recorded = entry.certificate.fingerprint_sha256 ?? '';
       const outcome = await this.exclusive(async () => {
         let current: string | undefined;
         try {
@@ -172,11 +196,13 @@ export class CertificateService {
         // Write-ahead: a crash from here on leaves `deleting`, which is safe to revoke again.
         if (entry.state === 'present') await this.ledger.markDeleting('certificate', certname);
         try {
-          const revoked = await this.ca.revoke(certname);
+          const revoked = await this.ca.revoke(certname, entry.receipt);
           await this.afterBackend?.();
           return revoked;
         } catch (err) {
-          if (!(err instanceof CaError && err.failure === 'timeout')) await this.ledger.commit('certificate', certname);
+          // A clean refusal leaves the certificate as it was; a timeout or an interruption
+          // leaves it `deleting` (it may be revoked): either way revoking again is safe.
+          if (!(err instanceof CaError && outcomeUnknown(err.failure))) await this.ledger.commit('certificate', certname);
           throw backendProblem(err, `revoking the certificate for ${certname}`);
         }
       });
