@@ -1,8 +1,9 @@
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ini from 'ini';
-import { ConfigError, DEFAULTS, loadConfig, parseConfig, renderConfig } from '../src/config.js';
+import { ConfigError, DEFAULTS, loadConfig, parseConfig } from '../src/config.js';
+import { renderConfig } from '../src/setup/ini.js';
 import { detectBackends } from '../src/setup/detect.js';
 import { emptyProbe } from './support/espm.js';
 
@@ -123,6 +124,107 @@ describe('parseConfig', () => {
   it('never puts the PSK into an error message', () => {
     const message = errorOf(() => parseConfig({ server: { ...minimal.server, port: 0 } }, '/x.ini'));
     expect(message).not.toContain(PSK);
+  });
+});
+
+describe('parseConfig: keys per backend', () => {
+  const parse = (sections: Record<string, Record<string, string>>) => parseConfig({ ...minimal, ...sections }, '/etc/espm/espm.ini');
+
+  it('validates a backend\'s own keys only when that backend is chosen', () => {
+    expect(errorOf(() => parse({ classifier: { rakefile: 'Rakefile' } }))).toContain('[classifier] rakefile: must be an absolute path');
+    expect(parse({ classifier: { backend: 'sandbox', rakefile: 'Rakefile', worker: 'maybe' } }).classifier.backend).toBe('sandbox');
+    expect(errorOf(() => parse({ ca: { backend: 'puppetserver-api', key_bits: '1024' } }))).toContain('[ca] key_bits: must be at least 2048 bits');
+    expect(parse({ ca: { backend: 'puppetserver-ca', key_bits: '1024', api_url: 'http://x' } }).ca.backend).toBe('puppetserver-ca');
+    expect(errorOf(() => parse({ ca: { backend: 'puppetserver-ca', ssldir: 'ssl' } }))).toContain('[ca] ssldir');
+    expect(parse({ ca: { backend: 'sandbox', ssldir: 'ssl', puppet: 'puppet', keep_private_keys: 'maybe' } }).ca.backend).toBe('sandbox');
+  });
+
+  it('accepts and ignores the keys of the section\'s other backends; a key no backend knows stays an error', () => {
+    const rakeKeys = { rake: '/usr/local/bin/rake', rakefile: '/srv/Rakefile', rails_env: 'staging', cwd: '/srv', worker: 'off', ruby: '/usr/local/bin/ruby' };
+    const sandbox = parse({ classifier: { backend: 'sandbox', ...rakeKeys, cache_ttl: '5' } }).classifier;
+    expect(sandbox).toMatchObject({ backend: 'sandbox', cacheTtlMs: 5000, rake: DEFAULTS.classifier.rake, worker: DEFAULTS.classifier.worker });
+    const ca = parse({ ca: { backend: 'puppet-cert', api_url: 'https://ca.example.com:8140', key_pool: '3' } }).ca;
+    expect(ca).toMatchObject({ backend: 'puppet-cert', apiUrl: undefined, keyPool: DEFAULTS.ca.key_pool });
+    expect(errorOf(() => parse({ classifier: { backend: 'sandbox', rakefiel: '/x' } }))).toContain('unknown key in [classifier]: rakefiel');
+    expect(errorOf(() => parse({ ca: { backend: 'puppetserver-api', api_uri: 'https://x' } }))).toContain('unknown key in [ca]: api_uri');
+  });
+
+  it('names the backends a bad backend may be, and nothing else of that section', () => {
+    const message = errorOf(() => parse({ classifier: { backend: 'nc', rake: 'rake' }, ca: { backend: 'openssl' } }));
+    expect(message).toContain('[classifier] backend: Invalid option: expected one of "dashboard-rake"|"sandbox"');
+    expect(message).toContain('[ca] backend: Invalid option: expected one of "puppet-cert"|"puppetserver-ca"|"puppetserver-api"|"sandbox"');
+    expect(message).not.toContain('[classifier] rake');
+  });
+
+  it('types a section by its backend (narrowing on backend)', () => {
+    const { ca } = parse({ ca: { backend: 'puppetserver-api', key_pool: '0' } });
+    expect(ca.backend === 'puppetserver-api' ? ca.keyPool : undefined).toBe(0);
+  });
+});
+
+describe('parseConfig: reserved sections', () => {
+  const parse = (sections: Record<string, Record<string, string>>) => parseConfig({ ...minimal, ...sections }, '/etc/espm/espm.ini');
+
+  it('[puppetdb]: url (empty or absent = off) and timeout, in ms', () => {
+    expect(parse({}).puppetdb).toEqual({ url: undefined, timeoutMs: DEFAULTS.puppetdb.timeout * 1000 });
+    expect(parse({ puppetdb: { url: '', timeout: '5' } }).puppetdb).toEqual({ url: undefined, timeoutMs: 5000 });
+    expect(parse({ puppetdb: { url: 'https://puppetdb.example.com:8081/' } }).puppetdb.url).toBe('https://puppetdb.example.com:8081');
+  });
+
+  it('[autosign]: token_ttl (default 2 h) and fallback (absolute path, optional), in ms', () => {
+    expect(parse({}).autosign).toEqual({ tokenTtlMs: 7_200_000, fallback: undefined });
+    expect(parse({ autosign: { token_ttl: '600', fallback: '/usr/local/bin/autosign-policy' } }).autosign).toEqual({
+      tokenTtlMs: 600_000,
+      fallback: '/usr/local/bin/autosign-policy',
+    });
+    expect(parse({ autosign: { fallback: '' } }).autosign.fallback).toBeUndefined();
+  });
+
+  it.each([
+    [{ puppetdb: { url: 'http://puppetdb.example.com:8080' } }, '[puppetdb] url: must be https://HOST'],
+    [{ puppetdb: { url: 'https://puppetdb.example.com:8081/pdb' } }, '[puppetdb] url'],
+    [{ puppetdb: { timeout: '0' } }, '[puppetdb] timeout: must be at least 1 s'],
+    [{ puppetdb: { uri: 'https://x' } }, 'unknown key in [puppetdb]: uri'],
+    [{ autosign: { token_ttl: 'soon' } }, '[autosign] token_ttl'],
+    [{ autosign: { token_ttl: '0' } }, '[autosign] token_ttl: must be at least 1 s'],
+    [{ autosign: { fallback: 'policy.sh' } }, '[autosign] fallback: must be an absolute path'],
+    [{ autosign: { ttl: '1' } }, 'unknown key in [autosign]: ttl'],
+  ])('names the key of an invalid value: %j → %s', (sections, expected) => {
+    expect(errorOf(() => parse(sections))).toContain(expected);
+  });
+});
+
+/**
+ * espm.ini files as written by espm_setup of the release before issue #13 (a PE 2.x/3.x master;
+ * a Debian puppetserver master with its detected puppetserver-ca and with --ca-backend
+ * puppetserver-api), and the Config that release made of each (`*.config.json`, undefined as null).
+ */
+describe('espm.ini of the previous release', () => {
+  const fixtures = new URL('./fixtures/config/', import.meta.url);
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'espm-config-fixtures-'));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+  const load = async (name: string, edit: (text: string) => string = (t) => t) => {
+    const path = join(dir, `${name}.ini`);
+    await writeFile(path, edit(await readFile(new URL(`${name}.ini`, fixtures), 'utf8')), { mode: 0o600 });
+    return loadConfig(path);
+  };
+
+  it.each(['pe-2.x-puppet-cert', 'debian-puppetserver-ca', 'debian-puppetserver-api'])('%s loads with the same Config', async (name) => {
+    expect((await readdir(fixtures)).filter((f) => f.endsWith('.ini'))).toHaveLength(3);
+    const before = JSON.parse(await readFile(new URL(`${name}.config.json`, fixtures), 'utf8'), (_key, value: unknown) => value ?? undefined);
+    const { puppetdb, autosign, ...config } = await load(name);
+    expect({ ...config, path: before.path }).toEqual(before);
+    expect(puppetdb).toEqual({ url: undefined, timeoutMs: DEFAULTS.puppetdb.timeout * 1000 });
+    expect(autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined });
+  });
+
+  it('still loads with both backends switched to sandbox (the demo\'s edit), the other keys ignored', async () => {
+    const c = await load('debian-puppetserver-ca', (text) => text.replace(/^backend = .*$/gm, 'backend = sandbox'));
+    expect(c.classifier).toMatchObject({ backend: 'sandbox', timeoutMs: 120_000, cacheTtlMs: 60_000 });
+    expect(c.ca).toMatchObject({ backend: 'sandbox', timeoutMs: 60_000 });
   });
 });
 

@@ -11,7 +11,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
-import { HTTP_LIMITS } from '../config.js';
+import { HTTP_LIMITS } from './limits.js';
 import { HttpProblem, sendProblem } from './problem.js';
 
 /** What the access checks need; rebuilt from the config on start-up and on every reload. */

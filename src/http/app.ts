@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
-import { HTTP_LIMITS } from '../config.js';
+import { HTTP_LIMITS } from './limits.js';
 import type { Logger } from '../logger.js';
 import {
   allowListGuard,

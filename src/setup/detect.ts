@@ -10,7 +10,8 @@
  */
 import { accessSync, constants } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
-import { AIO_PATHS, CA_BACKENDS, DEBIAN_PATHS, DEFAULTS, PE_PATHS, type CaBackendName, type IniValues } from '../config.js';
+import { AIO_PATHS, CA_BACKENDS, DEBIAN_PATHS, DEFAULTS, PE_PATHS, type CaBackendName } from '../config.js';
+import type { IniValues } from './ini.js';
 
 /** A CA backend `espm_setup --ca-backend` accepts: any of {@link CA_BACKENDS} but `sandbox`. */
 export type SetupCaBackendName = Exclude<CaBackendName, 'sandbox'>;

@@ -6,16 +6,10 @@
  */
 import { lstat, mkdir, open, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import {
-  CONFIG_FILE_NAME,
-  DEFAULTS,
-  renderConfig,
-  TLS_CERT_FILE_NAME,
-  TLS_KEY_FILE_NAME,
-  type IniValues,
-} from '../config.js';
+import { CONFIG_FILE_NAME, DEFAULTS, TLS_CERT_FILE_NAME, TLS_KEY_FILE_NAME } from '../config.js';
 import { generateSelfSignedCertificate } from './certificate.js';
 import type { BackendDetection } from './detect.js';
+import { renderConfig, type IniValues } from './ini.js';
 import { generatePsk } from './psk.js';
 
 /** What the operator asked `espm_setup` for. Paths may be relative (resolved against cwd). */

@@ -68,7 +68,8 @@ describe('[ca] keys of puppetserver-api', () => {
     [{ api_key: 'key.pem' }, '[ca] api_key: must be an absolute path'],
     [{ api_ca: 'ca.pem' }, '[ca] api_ca: must be an absolute path'],
   ])('names the key of an invalid value: %j → %s', (ca, expected) => {
-    expect(errorOf(() => parse(ca))).toContain(expected);
+    // a backend's own keys are validated only when that backend is chosen (issue #13)
+    expect(errorOf(() => parse({ backend: 'puppetserver-api', ...ca }))).toContain(expected);
   });
 
   it('the factory builds the adapter; building it spawns nothing', () => {

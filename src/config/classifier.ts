@@ -1,0 +1,95 @@
+/**
+ * `[classifier]`: the keys every backend has, and one block per backend (its INI keys and the
+ * typed settings they become). Source: `docs/design.md` ("Config", "Backends").
+ *
+ * Adding a classifier backend: its name in `CLASSIFIER_BACKENDS` (`src/config/defaults.ts`),
+ * its defaults in `DEFAULTS.classifier`, and here one keys object, one settings function and one
+ * variant line in {@link classifierSection}. The `Config` type follows.
+ *
+ * @packageDocumentation
+ */
+import { dirname, join } from 'node:path';
+import { z } from 'zod';
+import { backendSection } from './backend-section.js';
+import { CLASSIFIER_BACKENDS, DEFAULTS } from './defaults.js';
+import { absolutePath, flag, seconds } from './values.js';
+
+const d = DEFAULTS.classifier;
+
+/** Keys of every classifier backend. */
+const commonKeys = {
+  timeout: seconds(1).default(d.timeout),
+  cache_ttl: seconds(0).default(d.cache_ttl),
+};
+
+function commonSettings(k: z.output<z.ZodObject<typeof commonKeys>>) {
+  return {
+    /** Timeout of one classifier operation (one command, one request), ms. */
+    timeoutMs: k.timeout * 1000,
+    /** How long group/class lists are cached, ms (0 = no cache). */
+    cacheTtlMs: k.cache_ttl * 1000,
+  };
+}
+
+// --- dashboard-rake: the PE 2.x/3.x console's rake tasks (docs/reference/dashboard-rake.md)
+
+const dashboardRakeKeys = {
+  rake: absolutePath.default(d.rake),
+  rakefile: absolutePath.default(d.rakefile),
+  rails_env: z.string().trim().regex(/^\w+$/, 'must be a Rails environment name').default(d.rails_env),
+  cwd: absolutePath.default(d.cwd),
+  worker: flag.default(d.worker),
+  ruby: absolutePath.optional(),
+  worker_max_tasks: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').default(d.worker_max_tasks),
+  worker_max_age: seconds(1).default(d.worker_max_age),
+  worker_idle_refresh: seconds(1).default(d.worker_idle_refresh),
+};
+
+function dashboardRakeSettings(k: z.output<z.ZodObject<typeof dashboardRakeKeys>>) {
+  return {
+    /** Absolute path of the console's rake. */
+    rake: k.rake,
+    /** Absolute path of the console's Rakefile. */
+    rakefile: k.rakefile,
+    /** `RAILS_ENV` passed to every task. */
+    railsEnv: k.rails_env,
+    /** Working directory of rake (the console's directory). */
+    cwd: k.cwd,
+    /** Whether the warm console worker is used. */
+    worker: k.worker,
+    /** Absolute path of the console's Ruby (runs the worker); default `ruby` beside `rake`. */
+    ruby: k.ruby ?? join(dirname(k.rake), 'ruby'),
+    /** Tasks one console worker runs before it is replaced (in the background). */
+    workerMaxTasks: k.worker_max_tasks,
+    /** How long one console worker lives before it is replaced (in the background), ms. */
+    workerMaxAgeMs: k.worker_max_age * 1000,
+    /** Idle time after which the worker's database connection is refreshed before a task, ms. */
+    workerIdleRefreshMs: k.worker_idle_refresh * 1000,
+  };
+}
+
+/**
+ * dashboard-rake's settings at their defaults, carried by every other backend's variant:
+ * today's adapters read them off the whole `Config['classifier']`. Remove this carry (and its
+ * spread below) once the dashboard-rake adapter takes `ClassifierConfig<'dashboard-rake'>`.
+ */
+const CARRIED = dashboardRakeSettings(z.object(dashboardRakeKeys).parse({}));
+
+// --- variants, one per backend
+
+const dashboardRake = z
+  .strictObject({ backend: z.literal('dashboard-rake'), ...commonKeys, ...dashboardRakeKeys })
+  .transform((k) => ({ backend: k.backend, ...commonSettings(k), ...dashboardRakeSettings(k) }));
+
+const sandbox = z
+  .strictObject({ backend: z.literal('sandbox'), ...commonKeys })
+  .transform((k) => ({ ...CARRIED, backend: k.backend, ...commonSettings(k) }));
+
+/**
+ * The `[classifier]` section: `backend` (default {@link DEFAULTS}`.classifier.backend`) chooses
+ * which keys are validated; the output is a union discriminated by `backend`.
+ */
+export const classifierSection = backendSection(CLASSIFIER_BACKENDS, d.backend, {
+  'dashboard-rake': dashboardRake,
+  sandbox,
+});

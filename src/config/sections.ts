@@ -1,0 +1,89 @@
+/**
+ * The sections of espm.ini that do not depend on a backend: `[server]`, `[puppetdb]`,
+ * `[autosign]`, `[state]`, `[log]`. Each is a strict zod object (an unknown key is an error)
+ * transformed into its typed settings; durations become ms. Source: `docs/design.md` ("Config").
+ *
+ * @packageDocumentation
+ */
+import { z } from 'zod';
+import { DEFAULTS, LOG_FORMATS, LOG_LEVELS } from './defaults.js';
+import { absolutePath, allowList, optionalAbsolutePath, optionalHttpsOrigin, seconds } from './values.js';
+
+/** `[server]`: the HTTPS listener and who may call it. Required (cert, key, psk have no default). */
+export const serverSection = z
+  .strictObject({
+    host: z.string().trim().min(1).default(DEFAULTS.server.host),
+    port: z.coerce.number().int().min(1).max(65535, 'must be a port between 1 and 65535').default(DEFAULTS.server.port),
+    cert: absolutePath,
+    key: absolutePath,
+    psk: z
+      .string()
+      .trim()
+      .min(32, 'must be at least 32 characters (espm_setup writes 48)')
+      .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces'),
+    allow: allowList.default([]),
+  })
+  .transform((k) => ({
+    /** Address to listen on (IPv4/IPv6 literal or host name). */
+    host: k.host,
+    /** TCP port, 1–65535. */
+    port: k.port,
+    /** Absolute path of the PEM certificate served to clients. */
+    cert: k.cert,
+    /** Absolute path of the PEM private key of `cert`. */
+    key: k.key,
+    /** The pre-shared key callers present as `Authorization: Bearer <psk>`. Secret. */
+    psk: k.psk,
+    /** Client addresses allowed to connect (CIDRs or single addresses); empty = all. */
+    allow: k.allow,
+  }));
+
+/**
+ * `[puppetdb]` — reserved (parsed, validated, typed; unused until the PuppetDB issue):
+ * PuppetDB's `https://HOST:PORT`, empty = off; the timeout of one request.
+ */
+export const puppetdbSection = z
+  .strictObject({
+    url: optionalHttpsOrigin('off'),
+    timeout: seconds(1).default(DEFAULTS.puppetdb.timeout),
+  })
+  .transform((k) => ({
+    /** PuppetDB's origin (`https://host:port`); undefined = PuppetDB is off. */
+    url: k.url,
+    /** Timeout of one PuppetDB request, ms. */
+    timeoutMs: k.timeout * 1000,
+  }))
+  .prefault({});
+
+/**
+ * `[autosign]` — reserved (parsed, validated, typed; unused until the token-signing issue):
+ * how long a signing token lives, and the site's previous policy executable.
+ */
+export const autosignSection = z
+  .strictObject({
+    token_ttl: seconds(1).default(DEFAULTS.autosign.token_ttl),
+    fallback: optionalAbsolutePath('none'),
+  })
+  .transform((k) => ({
+    /** How long an unused signing token stays valid, ms (default 2 h). */
+    tokenTtlMs: k.token_ttl * 1000,
+    /** Absolute path of the policy executable CSRs without an espm token go to; undefined = refuse them. */
+    fallback: k.fallback,
+  }))
+  .prefault({});
+
+/** `[state]`: where the ledger, its lock and the sandboxes' state live. */
+export const stateSection = z
+  .strictObject({
+    /** Absolute path of the state directory (ledger, lock, sandbox state). */
+    dir: absolutePath.default(DEFAULTS.state.dir),
+  })
+  .prefault({});
+
+/** `[log]`: pino's level and the output format. */
+export const logSection = z
+  .strictObject({
+    level: z.enum(LOG_LEVELS).default(DEFAULTS.log.level),
+    format: z.enum(LOG_FORMATS).default(DEFAULTS.log.format),
+  })
+  .prefault({});
