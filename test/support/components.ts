@@ -31,15 +31,15 @@ export function describeWith(component: string, missing: string | undefined): je
     console.warn(`SKIPPING: ${why}`);
     return describe.skip;
   }
-  const failing = ((name: string) => {
+  const failing = (name: string): void => {
     describe(name, () => {
       it(`cannot run under CI: ${why}`, () => {
         throw new Error(`CI=true and a real component is missing: ${why} (.ci/run must install it)`);
       });
     });
-  }) as unknown as jest.Describe;
+  };
   const each = ((...table: unknown[]) => (name: string) => failing(`${name} [${table.length} table rows not run]`)) as unknown as jest.Describe['each'];
-  return Object.assign(failing, { each, only: describe.only, skip: describe.skip });
+  return Object.assign(failing, { each, only: describe.only, skip: describe.skip }) as unknown as jest.Describe;
 }
 
 /**
