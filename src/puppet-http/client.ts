@@ -149,7 +149,9 @@ export class PuppetHttpClient {
         ...(options.token === undefined && cert !== undefined && key !== undefined ? { cert, key } : {}),
         rejectUnauthorized: true,
         minVersion: 'TLSv1.2',
-        timeout: options.timeoutMs,
+        // Our own per-request deadline (timeoutMs) covers the handshake: a silent server is a
+        // `timeout`, as it always was, not a retried connection error.
+        timeout: options.timeoutMs + 1_000,
       },
     });
   }
@@ -193,40 +195,54 @@ export class PuppetHttpClient {
 
   private async once(method: PuppetHttpMethod, path: string, body?: PuppetHttpBody): Promise<PuppetHttpAnswer> {
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(new Deadline()), this.options.timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
+    // The deadline is raced, not only signalled: undici may hold an abort until a TLS
+    // handshake under way ends.
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        controller.abort(new Deadline());
+        reject(new Deadline());
+      }, this.options.timeoutMs);
+    });
+    const exchange = this.exchange(method, path, body, controller.signal);
+    exchange.catch(() => undefined); // settled after the deadline: nobody waits for it
     try {
-      const headers: Record<string, string> = { accept: 'application/json, text/plain' };
-      if (this.options.token !== undefined) headers['x-authentication'] = this.options.token;
-      if (body !== undefined) headers['content-type'] = body.type;
-      const res = await undiciRequest(new URL(path, this.base.origin), {
-        method,
-        headers,
-        dispatcher: this.agent,
-        signal: controller.signal,
-        ...(body === undefined ? {} : { body: body.text }),
-      });
-      const length = Number(res.headers['content-length'] ?? NaN);
-      if (length > this.maxBytes) {
-        res.body.destroy();
-        throw new Oversize();
-      }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > this.maxBytes) {
-          res.body.destroy();
-          throw new Oversize();
-        }
-        chunks.push(chunk);
-      }
-      return { status: res.statusCode, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers };
+      return await Promise.race([exchange, deadline]);
     } catch (err) {
       if (controller.signal.aborted && !(err instanceof Oversize)) throw new Deadline();
       throw err;
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  private async exchange(method: PuppetHttpMethod, path: string, body: PuppetHttpBody | undefined, signal: AbortSignal): Promise<PuppetHttpAnswer> {
+    const headers: Record<string, string> = { accept: 'application/json, text/plain' };
+    if (this.options.token !== undefined) headers['x-authentication'] = this.options.token;
+    if (body !== undefined) headers['content-type'] = body.type;
+    const res = await undiciRequest(new URL(path, this.base.origin), {
+      method,
+      headers,
+      dispatcher: this.agent,
+      signal,
+      ...(body === undefined ? {} : { body: body.text }),
+    });
+    const length = Number(res.headers['content-length'] ?? NaN);
+    if (length > this.maxBytes) {
+      res.body.destroy();
+      throw new Oversize();
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > this.maxBytes) {
+        res.body.destroy();
+        throw new Oversize();
+      }
+      chunks.push(chunk);
+    }
+    return { status: res.statusCode, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers };
   }
 
   private mapError(err: unknown, what: string, idempotent: boolean): PuppetHttpError {
