@@ -3,7 +3,7 @@
  *
  * Source: puppetlabs/puppet 2.7.12–5.5 `lib/puppet/application/cert.rb` and
  * `lib/puppet/ssl/certificate_authority*.rb`, as summarised in
- * `shared/reference/puppet-ca.md`:
+ * docs/reference/puppet-ca.md:
  * - `puppet cert generate NAME [--dns_alt_names a,b] --color false`, `puppet cert clean NAME`;
  * - 2.7 writes every line to stdout as `notice: …`/`err: …` (colour unless `--color false`)
  *   and EXITS 0 ON ERRORS; 3.x+ prints `Error:` on stderr and exits 24. So success is judged

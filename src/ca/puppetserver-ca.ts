@@ -2,7 +2,7 @@
  * CertificateAuthority adapter for `puppetserver ca`, Puppet ≥ 6.
  *
  * Source: puppetlabs/puppetserver-ca-cli 2.4.0 `lib/puppetserver/ca/action/{generate,clean,list}.rb`
- * and runs against a real puppetserver 7.9.5, as summarised in `shared/reference/puppet-ca.md`:
+ * and runs against a real puppetserver 7.9.5, as summarised in docs/reference/puppet-ca.md:
  * - `puppetserver ca generate --certname NAME [--subject-alt-names a,b] --config <puppet.conf>`
  *   needs the server running; it writes the key and certificate into the SERVER's ssldir
  *   (`private_keys/`, `public_keys/`, `certs/`); exit 0 is success even though stderr then

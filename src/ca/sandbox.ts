@@ -17,7 +17,7 @@
  * | `revoked.json` | every revocation: `{"format":1,"revoked":[{"serial","certname","fingerprint_sha256","revoked_at"}]}` |
  *
  * `revoked.json` is the revocation record: there is no CRL, because node-forge cannot build
- * one (shared/TOOLCHAIN.md). Node private keys are never stored: `issue` returns the key once.
+ * one. Node private keys are never stored: `issue` returns the key once.
  *
  * Node certificates: CN = certname; subject alt names DNS:certname then the requested DNS
  * alt names; key usage digitalSignature + keyEncipherment, extended key usage serverAuth +

@@ -2,7 +2,7 @@
  * What both CLI CA adapters share: running the tool (errors mapped to {@link CaError}),
  * colour stripping, and the files a generate leaves in the master's ssldir
  * (`certs/NAME.pem`, `private_keys/NAME.pem`, `public_keys/NAME.pem`, `certs/ca.pem`).
- * Source: `shared/reference/puppet-ca.md` (ssldir layout of Puppet 2.7–8).
+ * Source: docs/reference/puppet-ca.md (ssldir layout of Puppet 2.7–8).
  *
  * @packageDocumentation
  */
