@@ -8,7 +8,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from '../config.js';
 import { createLogger } from '../logger.js';
-import { ENTRY_KINDS, Ledger, type EntryKind } from '../ownership/ledger.js';
+import { ENTRY_KINDS, Ledger, LedgerStateError, type EntryKind, type LedgerEntry } from '../ownership/ledger.js';
 import { EspmServer, loadTlsMaterial, runUntilSignalled } from '../server.js';
 import { VERSION } from '../version.js';
 
@@ -45,13 +45,17 @@ export function espmCommand(): Command {
   return program;
 }
 
-/** Runs `task` with the ledger of the config's state dir open (and locked), offline. */
+/**
+ * Runs `task` with the ledger of the config's state dir open (and locked), offline. What
+ * opening logs (a format-1 ledger migrated, creates left uncertain by a crash) goes to stderr.
+ */
 async function withLedger(command: Command, task: (ledger: Ledger) => Promise<number>): Promise<void> {
   const { config: configPath } = command.optsWithGlobals<{ config: string }>();
   let ledger: Ledger;
   try {
     const config = loadConfig(configPath);
-    ledger = await Ledger.open(config.state.dir);
+    const logger = createLogger({ level: 'info', format: config.log.format, destination: process.stderr });
+    ledger = await Ledger.open(config.state.dir, { logger });
   } catch (err) {
     console.error(`espm ledger: ${(err as Error).message}`);
     process.exitCode = err instanceof ConfigError ? EXIT_CONFIG_ERROR : EXIT_FAILURE;
@@ -69,11 +73,22 @@ function parseKind(value: string): EntryKind {
     throw new InvalidArgumentError(`must be one of: ${ENTRY_KINDS.join(', ')}`);
   }
   return value as EntryKind;
+  } catch (err) {
+    if (!(err instanceof LedgerStateError)) throw err;
+    console.error(`espm ledger: ${err.message}`);
+    process.exitCode = EXIT_FAILURE;
 }
 
 /**
  * `espm ledger list|adopt|forget`: the operator's view of what espm owns, for resolving
  * entries left uncertain by a crash. Runs offline: it takes the state directory's lock, so
+/** One line of `espm ledger list`: kind, name, state, created at, and the pending steps when any (tab-separated). */
+function listLine(e: LedgerEntry): string {
+  const fields = [e.kind, e.name, e.state, e.created_at];
+  if (e.pending_steps.length > 0) fields.push(`pending: ${e.pending_steps.join(',')}`);
+  return fields.join('\t');
+}
+
  * it refuses while the daemon runs.
  */
 function ledgerCommand(): Command {
@@ -89,7 +104,7 @@ function ledgerCommand(): Command {
     );
   ledger
     .command('list')
-    .description('list every entry: kind, name, state, created at')
+    .description('list every entry: kind, name, state, created at, pending steps (when any)')
     .option('--json', 'print the entries as JSON')
     .action(async (options: { json?: boolean }, command: Command) => {
       await withLedger(command, async (l) => {
@@ -99,14 +114,14 @@ function ledgerCommand(): Command {
         } else if (entries.length === 0) {
           console.log('(the ledger is empty)');
         } else {
-          for (const e of entries) console.log(`${e.kind}\t${e.name}\t${e.state}\t${e.created_at}`);
+          for (const e of entries) console.log(listLine(e));
         }
         return 0;
       });
     });
   ledger
     .command('adopt')
-    .description('mark an uncertain entry present: espm created it and may delete or revoke it')
+    .description('mark an uncertain entry present: espm created it and may delete or revoke it (not a deleted one)')
     .argument('<kind>', `${ENTRY_KINDS.join(' or ')}`, parseKind)
     .argument('<name>', 'node name or certname')
     .action(async (kind: EntryKind, name: string, _options: unknown, command: Command) => {
