@@ -63,25 +63,15 @@ async function withLedger(command: Command, task: (ledger: Ledger) => Promise<nu
   }
   try {
     process.exitCode = await task(ledger);
+  } catch (err) {
+    if (!(err instanceof LedgerStateError)) throw err;
+    console.error(`espm ledger: ${err.message}`);
+    process.exitCode = EXIT_FAILURE;
   } finally {
     await ledger.close();
   }
 }
 
-function parseKind(value: string): EntryKind {
-  if (!(ENTRY_KINDS as readonly string[]).includes(value)) {
-    throw new InvalidArgumentError(`must be one of: ${ENTRY_KINDS.join(', ')}`);
-  }
-  return value as EntryKind;
-  } catch (err) {
-    if (!(err instanceof LedgerStateError)) throw err;
-    console.error(`espm ledger: ${err.message}`);
-    process.exitCode = EXIT_FAILURE;
-}
-
-/**
- * `espm ledger list|adopt|forget`: the operator's view of what espm owns, for resolving
- * entries left uncertain by a crash. Runs offline: it takes the state directory's lock, so
 /** One line of `espm ledger list`: kind, name, state, created at, and the pending steps when any (tab-separated). */
 function listLine(e: LedgerEntry): string {
   const fields = [e.kind, e.name, e.state, e.created_at];
@@ -89,6 +79,16 @@ function listLine(e: LedgerEntry): string {
   return fields.join('\t');
 }
 
+function parseKind(value: string): EntryKind {
+  if (!(ENTRY_KINDS as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`must be one of: ${ENTRY_KINDS.join(', ')}`);
+  }
+  return value as EntryKind;
+}
+
+/**
+ * `espm ledger list|adopt|forget`: the operator's view of what espm owns, for resolving
+ * entries left uncertain by a crash. Runs offline: it takes the state directory's lock, so
  * it refuses while the daemon runs.
  */
 function ledgerCommand(): Command {
