@@ -86,7 +86,27 @@ export const TLS_KEY_FILE_NAME = 'espm.key';
  * a section are listed flat; the schema applies a backend's only when that backend is chosen.
  */
 export const DEFAULTS = {
-  server: { host: '0.0.0.0', port: 8443 },
+  server: {
+    host: '0.0.0.0',
+    port: 8443,
+    // Connections before authentication (src/http/connection-guard.ts); seconds, counts.
+    /** seconds: a TLS handshake must complete within this */
+    handshake_timeout: 10,
+    /** seconds: after the handshake, the first byte of a request must arrive within this */
+    first_request_timeout: 5,
+    /** seconds: a request's complete headers within this of its start */
+    headers_timeout: 10,
+    /** seconds: a whole request, headers and body, within this of its start (≥ headers_timeout) */
+    request_timeout: 30,
+    /** seconds: an idle keep-alive connection is closed after this */
+    keepalive_timeout: 5,
+    /** seconds: SIGTERM/SIGINT waits this long for in-flight requests */
+    drain_timeout: 15,
+    /** concurrent connections, all client addresses together */
+    max_connections: 1024,
+    /** concurrent connections of one client address (IPv6: per /56) */
+    max_connections_per_address: 256,
+  },
   classifier: {
     backend: 'dashboard-rake' as ClassifierBackendName,
     /** seconds */

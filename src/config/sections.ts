@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import { DEFAULTS, LOG_FORMATS, LOG_LEVELS } from './defaults.js';
-import { absolutePath, allowList, optionalAbsolutePath, optionalHttpsOrigin, seconds } from './values.js';
+import { absolutePath, allowList, count, optionalAbsolutePath, optionalHttpsOrigin, seconds } from './values.js';
 
 /** `[server]`: the HTTPS listener and who may call it. Required (cert, key, psk have no default). */
 export const serverSection = z
@@ -22,6 +22,23 @@ export const serverSection = z
       .min(32, 'must be at least 32 characters (espm_setup writes 48)')
       .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces'),
     allow: allowList.default([]),
+    // Connections before authentication: src/http/connection-guard.ts, docs/operations.md.
+    handshake_timeout: seconds(1).default(DEFAULTS.server.handshake_timeout),
+    first_request_timeout: seconds(1).default(DEFAULTS.server.first_request_timeout),
+    headers_timeout: seconds(1).default(DEFAULTS.server.headers_timeout),
+    request_timeout: seconds(1).default(DEFAULTS.server.request_timeout),
+    keepalive_timeout: seconds(1).default(DEFAULTS.server.keepalive_timeout),
+    drain_timeout: seconds(1).default(DEFAULTS.server.drain_timeout),
+    max_connections: count('connections', 1, 1_000_000, 'must be at least 1').default(DEFAULTS.server.max_connections),
+    max_connections_per_address: count('connections', 1, 1_000_000, 'must be at least 1').default(DEFAULTS.server.max_connections_per_address),
+  })
+  .superRefine((k, ctx) => {
+    if (k.request_timeout < k.headers_timeout) {
+      ctx.addIssue({ code: 'custom', path: ['request_timeout'], message: `must be at least headers_timeout (${k.headers_timeout} s)` });
+    }
+    if (k.max_connections_per_address > k.max_connections) {
+      ctx.addIssue({ code: 'custom', path: ['max_connections_per_address'], message: `must be at most max_connections (${k.max_connections})` });
+    }
   })
   .transform((k) => ({
     /** Address to listen on (IPv4/IPv6 literal or host name). */
@@ -36,6 +53,22 @@ export const serverSection = z
     psk: k.psk,
     /** Client addresses allowed to connect (CIDRs or single addresses); empty = all. */
     allow: k.allow,
+    /** A TLS handshake must complete within this, ms. */
+    handshakeTimeoutMs: k.handshake_timeout * 1000,
+    /** After the handshake, the first byte of a request must arrive within this, ms. */
+    firstRequestTimeoutMs: k.first_request_timeout * 1000,
+    /** A request's complete headers within this of its start, ms (Node's `headersTimeout`). */
+    headersTimeoutMs: k.headers_timeout * 1000,
+    /** A whole request, headers and body, within this of its start, ms (Node's `requestTimeout`). */
+    requestTimeoutMs: k.request_timeout * 1000,
+    /** An idle keep-alive connection is closed after this, ms. */
+    keepAliveTimeoutMs: k.keepalive_timeout * 1000,
+    /** How long SIGTERM/SIGINT waits for in-flight requests before closing connections, ms. */
+    drainTimeoutMs: k.drain_timeout * 1000,
+    /** Concurrent connections, all client addresses together. */
+    maxConnections: k.max_connections,
+    /** Concurrent connections of one client address (IPv6: per /56). */
+    maxConnectionsPerAddress: k.max_connections_per_address,
   }));
 
 /**

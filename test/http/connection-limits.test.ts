@@ -1,0 +1,400 @@
+/**
+ * Holding the door (issue #18): what a peer without the PSK can hold before it authenticates.
+ * A real daemon (`bin/espm`, sandbox backends) with small limits and timeouts:
+ * - thousands of idle TLS connections from one address: the excess is refused at accept time,
+ *   espm's RSS stays bounded, and a request from another address is answered at once throughout;
+ * - every address together is capped too (`max_connections`);
+ * - slow headers, a slow body, an idle connection after its handshake and a half-done
+ *   handshake are closed at their timeouts (within one checking interval);
+ * - an address outside `[server] allow` is refused before any handshake, while a request read
+ *   on an already open connection of a removed address still gets 403 problem+json;
+ * - refusals are counted in `GET /v1/status` and logged as one summary line, never one per
+ *   connection; after the flood, RSS and file descriptors are back near their idle values.
+ *
+ * Source addresses: Linux routes all of 127.0.0.0/8 to loopback, so a client socket bound to
+ * 127.0.0.2 reaches espm on 127.0.0.1 from another address. The flood is opened in batches
+ * and never holds more than a few hundred descriptors, so it runs under the default soft
+ * `ulimit -n` of 1024: it exceeds the configured limits, not the process's.
+ */
+import { once } from 'node:events';
+import { access, readdir, readFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
+import { connect as netConnect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import { setUpDir, type SetUpDir } from '../support/espm.js';
+import { freePort } from '../support/net.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ESPM = join(ROOT, 'bin', 'espm');
+
+/** The connection limits under test (espm.ini `[server]`); timeouts long enough for a flood. */
+const LIMITS = { max_connections: 300, max_connections_per_address: 100 };
+/** The timeouts under test (espm.ini `[server]`, seconds), on a second daemon. */
+const TIMEOUTS = { handshake_timeout: 2, first_request_timeout: 2, headers_timeout: 3, request_timeout: 5, keepalive_timeout: 5 };
+/** Timeouts of the flood daemon: longer than the flood takes, s. */
+const LONG_TIMEOUTS = { handshake_timeout: 60, first_request_timeout: 60, headers_timeout: 60, request_timeout: 60 };
+/** Node checks the headers and request timeouts this often, s (src/http/connection-guard.ts). */
+const CHECK_INTERVAL_S = 1;
+/** Slack on top of a timeout for a loaded CI machine, s. */
+const SLACK_S = 1.5;
+/** Addresses allowed to connect: 127.0.0.0 – 127.0.0.15. */
+const ALLOW = '127.0.0.0/28';
+const PLATFORM = '127.0.0.1';
+const FLOODER = '127.0.0.2';
+const OUTSIDER = '127.0.0.20';
+
+interface Daemon {
+  setup: SetUpDir;
+  child: ResultPromise;
+  port: number;
+  pid: number;
+  output: () => string;
+}
+
+/** The flood daemon (limits, long timeouts) and the timeouts daemon (short timeouts, allow-list). */
+let flooded: Daemon;
+let timing: Daemon;
+/** The daemon the helpers below talk to. */
+let espm: Daemon;
+
+/** Sets up a directory and spawns bin/espm on it (sandbox backends); waits for its `listening` line. */
+async function startDaemon(server: Record<string, string | number>): Promise<Daemon> {
+  const setup = await setUpDir();
+  await setup.editConfig({
+    server: { port: await freePort(), ...server },
+    classifier: { backend: 'sandbox', worker: 'off' },
+    ca: { backend: 'sandbox' },
+    log: { level: 'info' },
+  });
+  const child = execa(ESPM, ['-c', setup.plan.configPath], { reject: false });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  const deadline = Date.now() + 20_000;
+  while (!out.includes('"msg":"listening"')) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`espm did not start:\n${out}`);
+    await sleep(25);
+  }
+  const port = Number(/"port":(\d+)/.exec(out)?.[1]);
+  return { setup, child, port, pid: child.pid!, output: () => out };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** espm's resident set size, MB (/proc/<pid>/status VmRSS). */
+async function rssMb(): Promise<number> {
+  const status = await readFile(`/proc/${espm.pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]) / 1024;
+}
+
+/** espm's open file descriptors. */
+async function fds(): Promise<number> {
+  return (await readdir(`/proc/${espm.pid}/fd`)).length;
+}
+
+/**
+ * A TLS connection from `from`, pinned to espm's certificate: the socket once its handshake
+ * completed, or null when espm refused it.
+ */
+function openTls(from: string): Promise<TLSSocket | null> {
+  return new Promise((resolve) => {
+    const raw = netConnect({ host: '127.0.0.1', port: espm.port, localAddress: from });
+    raw.on('error', () => undefined);
+    const socket = tlsConnect({ socket: raw, ca: espm.setup.plan.certificate, servername: 'localhost' });
+    socket.once('secureConnect', () => resolve(socket));
+    socket.once('error', () => resolve(null));
+    socket.once('close', () => resolve(null));
+  });
+}
+
+/** Opens `count` connections from `from`, `batch` at a time; returns those espm kept. */
+async function flood(from: string, count: number, batch = 100): Promise<{ kept: TLSSocket[]; refused: number }> {
+  const kept: TLSSocket[] = [];
+  let refused = 0;
+  for (let done = 0; done < count; done += batch) {
+    const sockets = await Promise.all(Array.from({ length: Math.min(batch, count - done) }, () => openTls(from)));
+    for (const s of sockets) {
+      if (s === null) refused += 1;
+      else {
+        s.on('error', () => undefined);
+        kept.push(s);
+      }
+    }
+  }
+  return { kept, refused };
+}
+
+/** One request on a new connection from `from`; status, parsed body, ms. */
+function call(from: string, path: string, auth = true): Promise<{ status: number; body: Record<string, unknown>; ms: number; contentType: string }> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port: espm.port,
+        path,
+        localAddress: from,
+        ca: espm.setup.plan.certificate,
+        servername: 'localhost',
+        agent: false,
+        headers: auth ? { authorization: `Bearer ${espm.setup.plan.psk}` } : {},
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown>, ms: Date.now() - started, contentType: String(res.headers['content-type']) }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+interface Counts {
+  open: number;
+  refused: { total: number; per_address_limit: number; total_limit: number; not_allowed: number };
+  timed_out: { handshake: number; first_request: number; request: number };
+}
+
+async function counts(): Promise<Counts> {
+  const res = await call(PLATFORM, '/v1/status');
+  expect(res.status).toBe(200);
+  return res.body['connections'] as Counts;
+}
+
+/** Seconds until `socket` closes (measured from `since`, ms), at most `limitS`. */
+async function closedAfter(socket: Socket, since: number, limitS: number): Promise<number> {
+  if (!socket.destroyed) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([once(socket, 'close'), new Promise((r) => (timer = setTimeout(r, limitS * 1000)))]);
+    clearTimeout(timer);
+  }
+  return (Date.now() - since) / 1000;
+}
+
+beforeAll(async () => {
+  await access(join(ROOT, 'dist', 'cli', 'espm.js')).catch(() => {
+    throw new Error('dist/cli/espm.js is missing: run `npm run build` first');
+  });
+  flooded = await startDaemon({ ...LIMITS, ...LONG_TIMEOUTS });
+  timing = await startDaemon({ allow: ALLOW, ...TIMEOUTS });
+}, 60_000);
+
+afterAll(async () => {
+  for (const d of [flooded, timing]) {
+    if (d === undefined) continue;
+    d.child.kill('SIGTERM');
+    await d.child;
+    await d.setup.remove();
+  }
+});
+
+describe('connection limits before authentication (bin/espm)', () => {
+  beforeAll(() => {
+    espm = flooded;
+  });
+
+  it('a flood of idle TLS connections from one address: the excess refused, RSS bounded, another address answered at once throughout; afterwards RSS and fds back near idle', async () => {
+    await call(PLATFORM, '/v1/status');
+    await sleep(1000);
+    const idle = { rss: await rssMb(), fds: await fds() };
+
+    // The platform's address calls every 100 ms while the flood runs.
+    const latencies: number[] = [];
+    const statuses: number[] = [];
+    let flooding = true;
+    const platform = (async () => {
+      while (flooding) {
+        const res = await call(PLATFORM, '/v1/status');
+        statuses.push(res.status);
+        latencies.push(res.ms);
+        await sleep(100);
+      }
+    })();
+    let peakRss = idle.rss;
+    const sampler = setInterval(() => void rssMb().then((mb) => (peakRss = Math.max(peakRss, mb)), () => undefined), 100);
+
+    const attempts = 3000;
+    const { kept, refused } = await flood(FLOODER, attempts);
+    peakRss = Math.max(peakRss, await rssMb());
+    const during = await counts();
+    await sleep(300);
+    flooding = false;
+    await platform;
+    clearInterval(sampler);
+
+    expect({ kept: kept.length, refused }).toEqual({ kept: LIMITS.max_connections_per_address, refused: attempts - LIMITS.max_connections_per_address });
+    expect(during.refused.per_address_limit).toBe(attempts - LIMITS.max_connections_per_address);
+    expect(during.open).toBeGreaterThanOrEqual(LIMITS.max_connections_per_address);
+    expect(statuses.length).toBeGreaterThanOrEqual(5);
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    // "At once": a new TLS connection and an answer each time, never queued behind the flood
+    // (the bound leaves room for a loaded CI machine: this process does the flood's TLS too).
+    expect(Math.max(...latencies)).toBeLessThan(2000);
+    // 100 idle TLS connections cost a few MB (measured ≈ 55 KB each); 40 MB is the bound.
+    expect(peakRss - idle.rss).toBeLessThan(40);
+
+    // The idle flood is closed at the first-request timeout; fds and RSS come back.
+    for (const s of kept) s.destroy();
+    await sleep(2000);
+    const after = { rss: await rssMb(), fds: await fds() };
+    expect(after.fds).toBeLessThanOrEqual(idle.fds + 2);
+    expect(after.rss - idle.rss).toBeLessThan(30);
+    console.info(
+      `flood of ${attempts} from one address: kept ${kept.length}, refused ${refused}; espm RSS idle ${idle.rss.toFixed(1)} MB, peak ${peakRss.toFixed(1)} MB, after ${after.rss.toFixed(1)} MB; fds idle ${idle.fds}, after ${after.fds}; platform p50/max ${[...latencies].sort((a, b) => a - b)[Math.floor(latencies.length / 2)]}/${Math.max(...latencies)} ms`,
+    );
+  }, 120_000);
+
+  it('every address together is capped at max_connections; a slot freed is usable again', async () => {
+    const before = await counts();
+    const held: TLSSocket[] = [];
+    for (const from of ['127.0.0.3', '127.0.0.4', '127.0.0.5']) held.push(...(await flood(from, LIMITS.max_connections_per_address)).kept);
+    // Up to 300 in all; a 4th address (and the platform's) is refused now.
+    expect(held.length).toBeGreaterThan(LIMITS.max_connections - 5);
+    const fourth = await flood('127.0.0.6', 20, 20);
+    expect(fourth.kept).toHaveLength(0);
+    for (const s of held.splice(0, 10)) s.destroy();
+    await sleep(300);
+    const res = await call(PLATFORM, '/v1/status');
+    expect(res.status).toBe(200);
+    const now = res.body['connections'] as Counts;
+    expect(now.refused.total_limit - before.refused.total_limit).toBeGreaterThanOrEqual(20);
+    for (const s of held) s.destroy();
+  }, 60_000);
+
+  it('refusals and timeouts are logged as a summary at most every 10 s, never one line per connection', async () => {
+    // The first summary is written 10 s after the first refusal of its window.
+    const deadline = Date.now() + 15_000;
+    while (!espm.output().includes('connections refused or timed out') && Date.now() < deadline) await sleep(100);
+    const lines = espm
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('connections refused or timed out'))
+      .map((l) => JSON.parse(l) as { level: number; time: number; refused: Record<string, number>; addresses: Array<{ address: string; count: number }> });
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    // Thousands of refusals in the tests above, a handful of lines.
+    expect(lines.length).toBeLessThanOrEqual(8);
+    expect(lines[0]!.level).toBe(40);
+    expect(lines.some((l) => l.refused['per_address_limit']! > 1000)).toBe(true);
+    expect(lines.some((l) => l.addresses.some((a) => a.address === FLOODER))).toBe(true);
+    for (let i = 1; i < lines.length; i++) expect(lines[i]!.time - lines[i - 1]!.time).toBeGreaterThanOrEqual(9_900);
+    // No line per refused connection: no TLS error lines for them at info level.
+    expect(espm.output().split('TLS handshake failed').length - 1).toBeLessThan(5);
+  }, 30_000);
+});
+
+describe('timeouts and the allow-list before authentication (bin/espm)', () => {
+  beforeAll(() => {
+    espm = timing;
+  });
+
+  it('slow headers, a slow body, idle after the handshake and a half-done handshake are closed at their timeouts', async () => {
+    const before = await counts();
+    const started = Date.now();
+
+    // Half-done handshake: TCP connected, a partial ClientHello, then nothing.
+    const half = netConnect({ host: '127.0.0.1', port: espm.port, localAddress: '127.0.0.7' });
+    half.on('error', () => undefined);
+    await once(half, 'connect');
+    half.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+
+    // Idle after the handshake: never a byte of a request.
+    const idle = (await openTls('127.0.0.8'))!;
+    idle.on('error', () => undefined);
+    const idleSince = Date.now();
+
+    // Slow headers: a request line, then one header line every 500 ms (each resets no timer).
+    const slow = (await openTls('127.0.0.9'))!;
+    slow.on('error', () => undefined);
+    const slowSince = Date.now();
+    let slowAnswer = '';
+    slow.on('data', (c: Buffer) => (slowAnswer += c.toString()));
+    slow.write('GET /v1/status HTTP/1.1\r\nHost: localhost\r\n');
+    const drip = setInterval(() => slow.writable && slow.write(`X-Drip-${Date.now()}: 1\r\n`), 500);
+
+    // Slow body: complete headers with the PSK and Content-Length 100, then 10 bytes.
+    const body = (await openTls('127.0.0.10'))!;
+    body.on('error', () => undefined);
+    const bodySince = Date.now();
+    let bodyAnswer = '';
+    body.on('data', (c: Buffer) => (bodyAnswer += c.toString()));
+    body.write(
+      `POST /v1/nodes HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${espm.setup.plan.psk}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name":"x`,
+    );
+
+    const [halfS, idleS, slowS, bodyS] = await Promise.all([
+      closedAfter(half, started, 10),
+      closedAfter(idle, idleSince, 10),
+      closedAfter(slow, slowSince, 10),
+      closedAfter(body, bodySince, 12),
+    ]);
+    clearInterval(drip);
+
+    expect(halfS).toBeGreaterThanOrEqual(TIMEOUTS.handshake_timeout - 0.1);
+    expect(halfS).toBeLessThan(TIMEOUTS.handshake_timeout + SLACK_S);
+    expect(idleS).toBeGreaterThanOrEqual(TIMEOUTS.first_request_timeout - 0.1);
+    expect(idleS).toBeLessThan(TIMEOUTS.first_request_timeout + SLACK_S);
+    expect(slowS).toBeGreaterThanOrEqual(TIMEOUTS.headers_timeout - 0.1);
+    expect(slowS).toBeLessThan(TIMEOUTS.headers_timeout + CHECK_INTERVAL_S + SLACK_S);
+    expect(bodyS).toBeGreaterThanOrEqual(TIMEOUTS.request_timeout - 0.1);
+    expect(bodyS).toBeLessThan(TIMEOUTS.request_timeout + CHECK_INTERVAL_S + SLACK_S);
+    // Where a request was being read, the answer is 408 problem+json.
+    expect(slowAnswer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(slowAnswer).toContain('application/problem+json');
+    expect(bodyAnswer).toMatch(/^HTTP\/1\.1 408 /);
+
+    const after = await counts();
+    expect({
+      handshake: after.timed_out.handshake - before.timed_out.handshake,
+      first_request: after.timed_out.first_request - before.timed_out.first_request,
+      request: after.timed_out.request - before.timed_out.request,
+    }).toEqual({ handshake: 1, first_request: 1, request: 2 });
+  }, 60_000);
+
+  it('an address outside [server] allow is refused before any handshake; a request on an open connection of a removed address gets 403 problem+json', async () => {
+    const before = await counts();
+    // Refused at accept: reset without a single byte from espm, whatever the client sends.
+    const outsider = netConnect({ host: '127.0.0.1', port: espm.port, localAddress: OUTSIDER });
+    let received = 0;
+    outsider.on('data', (c: Buffer) => (received += c.length));
+    const error = new Promise<string>((resolve) => {
+      outsider.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? ''));
+      outsider.once('close', () => resolve('closed'));
+    });
+    const since = Date.now();
+    await once(outsider, 'connect');
+    outsider.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x01]));
+    expect(await error).toMatch(/ECONNRESET|EPIPE|closed/);
+    expect(received).toBe(0);
+    expect(Date.now() - since).toBeLessThan(1000);
+    expect((await openTls(OUTSIDER)) === null).toBe(true);
+    const after = await counts();
+    expect(after.refused.not_allowed - before.refused.not_allowed).toBe(2);
+
+    // A keep-alive connection opened while its address was allowed; then SIGHUP removes it.
+    const kept = (await openTls('127.0.0.11'))!;
+    let answer = '';
+    kept.on('data', (c: Buffer) => (answer += c.toString()));
+    await espm.setup.editConfig({ server: { allow: '127.0.0.0/29' } });
+    const reloads = espm.output().split('config reloaded').length;
+    process.kill(espm.pid, 'SIGHUP');
+    const deadline = Date.now() + 10_000;
+    while (espm.output().split('config reloaded').length === reloads && Date.now() < deadline) await sleep(25);
+    kept.write(`GET /v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${espm.setup.plan.psk}\r\n\r\n`);
+    const answered = Date.now() + 5000;
+    while (!answer.includes('"code"') && Date.now() < answered) await sleep(25);
+    expect(answer).toMatch(/^HTTP\/1\.1 403 /);
+    expect(answer).toContain('application/problem+json');
+    expect(answer).toContain('"code":"forbidden"');
+    kept.destroy();
+    // The same address is now refused at accept time.
+    expect(await openTls('127.0.0.11')).toBeNull();
+  }, 60_000);
+});
