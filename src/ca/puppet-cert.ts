@@ -16,7 +16,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from '../config.js';
+import type { CaConfig } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
@@ -57,7 +57,7 @@ export class PuppetCertAuthority implements CertificateAuthority {
    * @param logger - outcomes at debug level; never keys
    */
   constructor(
-    private readonly config: Config['ca'],
+    private readonly config: CaConfig<'puppet-cert'>,
     private readonly runner: CommandRunner,
     private readonly logger?: Logger,
   ) {

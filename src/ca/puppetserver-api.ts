@@ -33,7 +33,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { onceUntilFailure } from '../backend.js';
-import type { Config } from '../config.js';
+import type { CaConfig } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import type { Receipt } from '../ownership/entries.js';
@@ -100,7 +100,7 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
    * @param logger - outcomes at debug level; never keys
    */
   constructor(
-    private readonly config: Config['ca'],
+    private readonly config: CaConfig<'puppetserver-api'>,
     private readonly runner: CommandRunner,
     private readonly logger?: Logger,
   ) {

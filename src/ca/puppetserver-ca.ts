@@ -15,7 +15,7 @@
  * @packageDocumentation
  */
 import { rm } from 'node:fs/promises';
-import type { Config } from '../config.js';
+import type { CaConfig } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
@@ -47,7 +47,7 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
    * @param logger - outcomes at debug level; never keys
    */
   constructor(
-    private readonly config: Config['ca'],
+    private readonly config: CaConfig<'puppetserver-ca'>,
     private readonly runner: CommandRunner,
     private readonly logger?: Logger,
   ) {

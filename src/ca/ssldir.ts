@@ -9,7 +9,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { onceUntilFailure, runBackendCommand } from '../backend.js';
-import type { Config } from '../config.js';
+import type { CaConfig } from '../config.js';
 import type { CommandRunner, CommandSpec } from '../exec/command.js';
 import { CaError, type IssuedCertificate } from './authority.js';
 import { caReceipt } from './certificate-info.js';
@@ -122,7 +122,7 @@ export function parseConfigPrint(stdout: string, key: string): string | undefine
  * @returns a function giving the ssldir
  * @throws {@link CaError} (from the returned function) when puppet cannot tell
  */
-export function ssldirLookup(config: Config['ca'], runner: CommandRunner, args: readonly string[]): () => Promise<string> {
+export function ssldirLookup(config: Pick<CaConfig<'puppet-cert' | 'puppetserver-ca'>, 'ssldir' | 'puppet' | 'config' | 'timeoutMs'>, runner: CommandRunner, args: readonly string[]): () => Promise<string> {
   const configured = config.ssldir;
   if (configured !== undefined) return () => Promise.resolve(configured);
   const what = `puppet ${args.join(' ')}`;

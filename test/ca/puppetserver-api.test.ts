@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { CaError, CertificateExistsError } from '../../src/ca/authority.js';
 import { PuppetserverApiAuthority, type ApiAnswer } from '../../src/ca/puppetserver-api.js';
-import type { Config } from '../../src/config.js';
+import type { CaConfig } from '../../src/config.js';
 import { opensslChecks } from '../support/ca.js';
 import { caSettings } from '../support/ca-backends.js';
 import { describeWith } from '../support/components.js';
@@ -22,8 +22,10 @@ import { CountingRunner } from '../support/runner.js';
 
 type Call = (method: string, path: string, body?: { text: string; type: string }) => Promise<ApiAnswer>;
 
-function caConfig(keys: Record<string, string | number>): Config['ca'] {
-  return caSettings({ backend: 'puppetserver-api', ...keys });
+function caConfig(keys: Record<string, string | number>): CaConfig<'puppetserver-api'> {
+  const config = caSettings({ backend: 'puppetserver-api', ...keys });
+  if (config.backend !== 'puppetserver-api') throw new Error('not the puppetserver-api backend');
+  return config;
 }
 
 /** Counts the adapter's requests to the CA. */
