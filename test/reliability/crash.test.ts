@@ -78,7 +78,11 @@ describeWithRake('crash consistency under SIGKILL', () => {
           const there = entry.kind === 'node' ? nodes.has(entry.name) : certs.has(entry.name);
           if (there && entry.kind === 'certificate') {
             const pem = await readFile(join(master.ssldir, 'ca', 'signed', `${entry.name}.pem`), 'utf8');
-            await ledger.commit(entry.kind, entry.name, { fingerprint_sha256: certificateInfo(pem).fingerprint_sha256 });
+            const fingerprint = certificateInfo(pem).fingerprint_sha256;
+            await ledger.commit('certificate', entry.name, {
+              record: { ...entry.certificate, fingerprint_sha256: fingerprint },
+              receipt: { fingerprint_sha256: fingerprint },
+            });
             counts.adopted += 1;
           } else if (there) {
             await ledger.commit(entry.kind, entry.name);
