@@ -132,7 +132,7 @@ describe('docs/openapi.yaml', () => {
       await call('POST', '/v1/certificates', { certname: 'taken.example.test' });
       const ca = new SandboxCertificateAuthority(join(espm.config.state.dir), {});
       await ca.revoke('taken.example.test');
-      await ca.issue('taken.example.test', []);
+      await ca.issue({ certname: 'taken.example.test', dnsAltNames: [] });
       await call('DELETE', '/v1/certificates/taken.example.test');
     });
 
