@@ -160,7 +160,7 @@ describe('docs/openapi.yaml', () => {
       await chmod(slowRake, 0o755);
       const setup = await setUpDir();
       const ledger = await Ledger.open(join(setup.dir, 'var'));
-      await ledger.begin('node', 'crashed.example.test', {});
+      await ledger.begin('node', 'crashed.example.test', { groups: [], classes: [], parameters: {} });
       await ledger.close();
       const broken = await startEspm({ classifier: { rake: '/nonexistent/rake' }, ca: { backend: 'sandbox' } }, { setup });
       try {
