@@ -112,8 +112,9 @@ export class NodeService {
    * @param request - validated name, groups, classes, parameters
    * @returns the node as created
    * @throws {@link ServiceError} `node_exists` (409), `unknown_group`/`unknown_class`/
-   *   `unsupported_parameter` (422; nothing spawned after the list check), `backend_failed`
-   *   (502; after a rollback when `node:add` had succeeded), `backend_timeout` (504)
+   *   `unsupported_parameter` (422; nothing written after the list check), `backend_failed`
+   *   (502; the adapter has rolled back its own steps, or — `interrupted` — could not, and the
+   *   name is `uncertain`), `backend_timeout` (504; `uncertain`), `backend_unavailable` (503)
    */
   async create(request: NodeRequest): Promise<OwnedNode> {
     return this.perName.run(request.name, async () => {
