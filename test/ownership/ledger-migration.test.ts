@@ -8,10 +8,12 @@ import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import { createLogger } from '../../src/logger.js';
 import { Ledger, LedgerCorruptError, type LedgerEntry } from '../../src/ownership/ledger.js';
 
 const V1_FIXTURE = fileURLToPath(new URL('../fixtures/ledger/v1-ledger.json', import.meta.url));
+const OPENER = fileURLToPath(new URL('./ledger-opener.ts', import.meta.url));
 const NOW = Date.UTC(2026, 11, 5, 9, 0, 0);
 const NOW_ISO = '2026-12-05T09:00:00.000Z';
 
@@ -145,6 +147,39 @@ describe('ledger migration from format 1 (a real file of the 0.1.0 release)', ()
     expect(lines.records.filter((r) => String(r['msg']).includes('migrated'))).toEqual([]);
     expect((await readdir(dir)).sort()).toEqual(['ledger.json', 'ledger.v1.json']);
   });
+
+  it('SIGKILL at random moments of a real migration (a large v1 file): every time a readable ledger, then the same result', async () => {
+    // 4000 entries of the release's shapes (the fixture's, renamed): a migration long enough to be hit.
+    const big = {
+      format: 1,
+      entries: Array.from({ length: 4000 }, (_, i) => ({ ...v1.entries[i % v1.entries.length]!, name: `n${i}.example.test` })),
+    };
+    const bigText = `${JSON.stringify(big, null, 2)}\n`;
+    await writeFile(join(dir, 'ledger.json'), bigText);
+    const t0 = Date.now();
+    await (await open()).close();
+    const migrationMs = Math.max(Date.now() - t0, 20);
+    const expected = await readFile(join(dir, 'ledger.json'), 'utf8');
+
+    let interrupted = 0;
+    for (let round = 0; round < 8; round += 1) {
+      await rm(dir, { recursive: true, force: true });
+      dir = await mkdtemp(join(tmpdir(), 'espm-migrate-'));
+      await writeFile(join(dir, 'ledger.json'), bigText);
+      const child = execa(process.execPath, ['--import', 'tsx', OPENER, dir, String(NOW)], { stdin: 'pipe', reject: false, buffer: { stdout: true } });
+      await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+      child.stdin.write('go\n');
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * migrationMs * 1.5));
+      child.kill('SIGKILL');
+      const result = await child;
+      if (!String(result.stdout).includes('done')) interrupted += 1;
+      // Readable after the crash, and opening it ends in the clean migration's result.
+      await (await open()).close();
+      expect(await readFile(join(dir, 'ledger.json'), 'utf8')).toBe(expected);
+      expect(await readFile(join(dir, 'ledger.v1.json'), 'utf8')).toBe(bigText);
+    }
+    expect(interrupted).toBeGreaterThan(0); // at least one kill landed before the migration finished
+  }, 60_000);
 
   it('refuses a format newer than it knows, and leaves the file alone', async () => {
     const future = '{"format":3,"entries":[],"whatever":"a newer espm wrote"}\n';
