@@ -323,7 +323,9 @@ export class ConnectionGuard {
         refused,
         timed_out: timedOut,
         addresses,
-        distinct_addresses: byAddress.size + (other > 0 ? 1 : 0),
+        distinct_addresses: byAddress.size,
+        // Events from addresses beyond the first MAX_ADDRESSES_PER_WINDOW of the window.
+        ...(other > 0 ? { events_from_more_addresses: other } : {}),
         open: this.open,
         interval_s: Math.round(this.summaryIntervalMs / 1000),
       },
