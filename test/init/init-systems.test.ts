@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+import { itWith as itWithComponent } from '../support/components.js';
 import { freePort } from '../support/net.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -57,13 +58,12 @@ const TOOLS = {
   'systemd-analyze': { found: (await which('systemd-analyze')) !== undefined, pkg: 'systemd' },
 } as const;
 
-/** `it` when the tool is on PATH; otherwise a skipped test and a warning saying why. */
-function itWith(tool: keyof typeof TOOLS): (name: string, fn: jest.ProvidesCallback, timeout?: number) => void {
-  if (TOOLS[tool].found) return it;
-  return (name, fn, timeout) => {
-    console.warn(`init-systems: skipping "${name}": ${tool} is not on PATH (Debian package ${TOOLS[tool].pkg})`);
-    it.skip(name, fn, timeout);
-  };
+/**
+ * `it` when the tool is on PATH; otherwise (test/support/components.ts) skipped with a warning,
+ * or under CI=true a failing test naming the missing tool and its Debian package.
+ */
+function itWith(tool: keyof typeof TOOLS): jest.It {
+  return itWithComponent(`${tool} (Debian package ${TOOLS[tool].pkg})`, TOOLS[tool].found ? undefined : `${tool} is not on PATH`);
 }
 
 /** An espm set up by bin/espm_setup in a temp dir, listening on 127.0.0.1:<free port>. */

@@ -19,13 +19,13 @@ import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { neverOverlapping, PuppetCertMaster } from '../support/ca.js';
 import { ConsoleDouble, findRake } from '../support/console.js';
+import { describeWith } from '../support/components.js';
 import { startEspm, type RunningEspm } from '../support/espm.js';
 import { CountingRunner } from '../support/runner.js';
 import { fileBytes, ledgerBytes, rawRequest, waitFor, type RawAnswer } from './support.js';
 
 const rake = await findRake();
-if (rake === undefined) console.warn('SKIPPING bad-input reliability tests: rake/ruby are not installed (apt-get install ruby rake)');
-const describeWithRake = rake === undefined ? describe.skip : describe;
+const describeWithRake = describeWith('rake (Debian packages ruby rake)', rake === undefined ? 'rake is not on PATH' : undefined);
 
 /** One request of the corpus and the answer DESIGN.md requires. */
 interface Case {

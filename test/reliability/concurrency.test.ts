@@ -6,13 +6,13 @@
  */
 import { neverOverlapping, PuppetCertMaster } from '../support/ca.js';
 import { ConsoleDouble, findRake } from '../support/console.js';
+import { describeWith } from '../support/components.js';
 import { startEspm, type RunningEspm } from '../support/espm.js';
 import { CountingRunner } from '../support/runner.js';
 import { ledgerEntries, rawRequest, waitFor, type RawAnswer } from './support.js';
 
 const rake = await findRake();
-if (rake === undefined) console.warn('SKIPPING concurrency reliability tests: rake/ruby are not installed (apt-get install ruby rake)');
-const describeWithRake = rake === undefined ? describe.skip : describe;
+const describeWithRake = describeWith('rake (Debian packages ruby rake)', rake === undefined ? 'rake is not on PATH' : undefined);
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 

@@ -10,13 +10,13 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { PUPPET_CERT_DOUBLE, PuppetCertMaster } from '../support/ca.js';
 import { ConsoleDouble, findRake } from '../support/console.js';
+import { describeWith } from '../support/components.js';
 import { startEspm, type RunningEspm } from '../support/espm.js';
 import { CountingRunner } from '../support/runner.js';
 import { fileBytes, ledgerEntries, processAlive, rawRequest, waitFor, type RawAnswer } from './support.js';
 
 const rake = await findRake();
-if (rake === undefined) console.warn('SKIPPING fault reliability tests: rake/ruby are not installed (apt-get install ruby rake)');
-const describeWithRake = rake === undefined ? describe.skip : describe;
+const describeWithRake = describeWith('rake (Debian packages ruby rake)', rake === undefined ? 'rake is not on PATH' : undefined);
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 
