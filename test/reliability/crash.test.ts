@@ -16,6 +16,7 @@ import { certificateInfo } from '../../src/ca/certificate-info.js';
 import { Ledger } from '../../src/ownership/ledger.js';
 import { PuppetCertMaster, revokedSerials } from '../support/ca.js';
 import { ConsoleDouble, findRake } from '../support/console.js';
+import { describeWith } from '../support/components.js';
 import { setUpDir, type SetUpDir } from '../support/espm.js';
 import { freePort } from '../support/net.js';
 
@@ -26,8 +27,7 @@ const PRE_EXISTING_NODES = ['master.example.com', 'db01.example.com', 'web-legac
 const PRE_EXISTING_CERT = 'pre.example.test';
 
 const rake = await findRake();
-if (rake === undefined) console.warn('SKIPPING crash-consistency test: rake/ruby are not installed (apt-get install ruby rake)');
-const describeWithRake = rake === undefined ? describe.skip : describe;
+const describeWithRake = describeWith('rake (Debian packages ruby rake)', rake === undefined ? 'rake is not on PATH' : undefined);
 
 const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
