@@ -7,24 +7,15 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { assertPrivateFile, ConfigError, loadConfig, type Config } from './config.js';
 import { HTTP_LIMITS } from './http/limits.js';
-import type { CertificateAuthority } from './ca/authority.js';
-import { createCertificateAuthority } from './ca/index.js';
-import { createClassifier } from './classifier/index.js';
-import { SANDBOX_DIR } from './classifier/sandbox.js';
-import { ExecaCommandRunner, type CommandRunner } from './exec/command.js';
+import { composeDaemon, statusBody, type Daemon } from './compose.js';
+import type { CommandRunner } from './exec/command.js';
 import { accessSettings, type AccessSettings } from './http/access.js';
+import { ConnectionGuard, connectionLimits, timeoutServerOptions } from './http/connection-guard.js';
 import { createApp } from './http/app.js';
 import { PROBLEM_CONTENT_TYPE, problemBody } from './http/problem.js';
-import type { StatusBody } from './http/routes/status.js';
-import type { Classifier } from './classifier/classifier.js';
 import type { Logger } from './logger.js';
-import { Ledger } from './ownership/ledger.js';
-import { CertificateService } from './service/certificates.js';
-import { NodeService } from './service/nodes.js';
-import { VERSION } from './version.js';
 
 /** PEM certificate and private key served to clients. Secret (the key). */
 export interface TlsMaterial {
@@ -67,6 +58,8 @@ export interface StartOptions {
   port?: number;
   /** Runs the backends' commands; default the real one (tests count spawns through it). */
   runner?: CommandRunner;
+  /** Test hook between a backend change and its ledger record (see `ComposeOptions.afterBackend`). */
+  afterBackend?: () => Promise<void>;
 }
 
 /**
@@ -83,10 +76,8 @@ export class EspmServer {
     private config: Config,
     private readonly https: Server,
     private readonly logger: Logger,
-    private readonly ledger: Ledger,
+    private readonly daemon: Daemon,
     access: AccessSettings,
-    private readonly classifier: Classifier,
-    private readonly ca: CertificateAuthority,
   ) {
     this.access = access;
   }
@@ -95,7 +86,7 @@ export class EspmServer {
    * Starts serving HTTPS (TLS ≥ 1.2) on `[server] host`:`[server] port`.
    *
    * @param config - validated config
-   * @param options - logger, optional port override
+   * @param options - logger, optional port override, command runner, test hook
    * @returns the listening server
    * @throws {@link ConfigError} if the certificate/key cannot be used; `StateLockedError`
    *   when another espm uses the state directory; `LedgerCorruptError`; the listen error
@@ -105,40 +96,27 @@ export class EspmServer {
     const { logger } = options;
     const tls = loadTlsMaterial(config);
     const startedAt = process.hrtime.bigint();
-    const runner = options.runner ?? new ExecaCommandRunner(logger);
-    const ledger = await Ledger.open(config.state.dir, { logger });
-    warnAboutSandboxes(config, logger);
-    const classifier = createClassifier(config.classifier, runner, config.state.dir, logger);
-    const afterBackend = faultDelayHook(logger);
-    const nodes = new NodeService(classifier, ledger, {
-      cacheTtlMs: config.classifier.cacheTtlMs,
+    const daemon = await composeDaemon(config, {
       logger,
-      ...(afterBackend === undefined ? {} : { afterBackend }),
+      ...(options.runner === undefined ? {} : { runner: options.runner }),
+      ...(options.afterBackend === undefined ? {} : { afterBackend: options.afterBackend }),
     });
-    const ca = createCertificateAuthority(config.ca, runner, config.state.dir, logger);
-    const certificates = new CertificateService(
-      ca,
-      ledger,
-      logger,
-      afterBackend,
-    );
     let server!: EspmServer;
     const app = createApp({
-      nodes,
-      certificates,
+      nodes: daemon.nodes,
+      certificates: daemon.certificates,
       logger,
       access: () => server.access,
       draining: () => server.drainingSince !== null,
-      status: () => ({
-        version: VERSION,
-        uptime_s: Number((process.hrtime.bigint() - startedAt) / 1_000_000_000n),
-        classifier: { backend: server.config.classifier.backend },
-        ca: { backend: server.config.ca.backend },
-        ledger: ledgerCounts(ledger),
-      }),
+      status: () => statusBody(server.config, daemon.ledger, startedAt, guard.counts()),
     });
-    const https = createServer({ ...tls, minVersion: HTTP_LIMITS.minTlsVersion }, app);
-    server = new EspmServer(config, https, logger, ledger, accessSettings(config.server.psk, config.server.allow), classifier, ca);
+    // Limits and timeouts of connections before authentication (src/http/connection-guard.ts).
+    const limits = connectionLimits(config.server);
+    const https = createServer({ ...tls, minVersion: HTTP_LIMITS.minTlsVersion, ...timeoutServerOptions(limits) }, app);
+    const guard = new ConnectionGuard({ limits, allow: () => server.access.allow, logger });
+    guard.attach(https);
+    https.once('close', () => guard.close());
+    server = new EspmServer(config, https, logger, daemon, accessSettings(config.server.psk, config.server.allow));
     try {
       await new Promise<void>((resolve, reject) => {
         https.once('error', reject);
@@ -148,18 +126,10 @@ export class EspmServer {
         });
       });
     } catch (err) {
-      await ledger.close();
+      await daemon.close();
       throw err;
     }
-    // Find out early whether the console answers (and which tasks it has), and start the
-    // console worker (paying the console's boot now, not at the first launch): a warning now
-    // beats a surprise at the first launch.
-    Promise.all([classifier.capabilities(), classifier.start?.() ?? Promise.resolve({})]).then(
-      ([c, started]) => logger.info({ classifier: classifier.backend, console: c.description, ...started }, 'console found'),
-      (err: unknown) =>
-        logger.warn({ classifier: classifier.backend, error: (err as Error).message }, 'console not usable; classification calls will fail until it is'),
-    );
-    ca.start?.();
+    daemon.start();
     https.on('clientError', (err: NodeJS.ErrnoException, socket) => answerUnparsableRequest(err, socket));
     https.on('tlsClientError', (err, socket) => {
       logger.debug({ remote: socket.remoteAddress, error: err.message }, 'TLS handshake failed');
@@ -205,6 +175,11 @@ export class EspmServer {
       ['[ca] backend', this.config.ca.backend, next.ca.backend],
       ['[state] dir', this.config.state.dir, next.state.dir],
       ['[log] format', this.config.log.format, next.log.format],
+      [
+        '[server] connection limits and timeouts',
+        JSON.stringify(connectionLimits(this.config.server)),
+        JSON.stringify(connectionLimits(next.server)),
+      ],
     ]
       .filter(([, before, after]) => before !== after)
       .map(([key]) => key);
@@ -224,10 +199,10 @@ export class EspmServer {
    * Idle keep-alive connections are closed at once; answers given while draining carry
    * `Connection: close`. Connections still busy after `drainTimeoutMs` are destroyed.
    *
-   * @param drainTimeoutMs - how long to wait for in-flight requests, ms
+   * @param drainTimeoutMs - how long to wait for in-flight requests, ms; default `[server] drain_timeout`
    * @returns true when every request finished in time, false when some were cut off
    */
-  async stop(drainTimeoutMs: number = HTTP_LIMITS.drainTimeoutMs): Promise<boolean> {
+  async stop(drainTimeoutMs: number = this.config.server.drainTimeoutMs): Promise<boolean> {
     if (this.drainingSince === null) this.drainingSince = Date.now();
     this.logger.info({ drain_timeout_ms: drainTimeoutMs }, 'stopping: draining in-flight requests');
     const closed = new Promise<void>((resolve) => this.https.close(() => resolve()));
@@ -247,37 +222,10 @@ export class EspmServer {
       this.https.closeAllConnections();
       await closed;
     }
-    await this.classifier.close?.();
-    this.ca.close?.();
-    await this.ledger.close();
+    await this.daemon.close();
     this.logger.info('stopped');
     return !cutOff;
   }
-}
-
-/** Start of the warning logged when a sandbox backend is configured. */
-export const SANDBOX_WARNING = 'sandbox backends are for integration testing, not for production';
-
-/**
- * Logs a `warn` line when `[classifier] backend` or `[ca] backend` is `sandbox`: those
- * backends keep a pretend console and CA in the state directory and touch no Puppet master.
- *
- * @param config - the config in force
- * @param logger - where the warning goes
- * @returns true when a warning was logged
- */
-export function warnAboutSandboxes(config: Config, logger: Logger): boolean {
-  const keys = [
-    config.classifier.backend === 'sandbox' ? '[classifier] backend = sandbox' : undefined,
-    config.ca.backend === 'sandbox' ? '[ca] backend = sandbox' : undefined,
-  ].filter((k): k is string => k !== undefined);
-  if (keys.length === 0) return false;
-  const state = join(config.state.dir, SANDBOX_DIR);
-  logger.warn(
-    { backends: keys, state },
-    `${SANDBOX_WARNING}: ${keys.join(', ')} (their nodes and certificates exist only in ${state}; no Puppet master knows them)`,
-  );
-  return true;
 }
 
 /**
@@ -285,46 +233,30 @@ export function warnAboutSandboxes(config: Config, logger: Logger): boolean {
  * with a problem+json body, as every other error, then closes the connection.
  */
 function answerUnparsableRequest(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
-  if (!socket.writable || (err.code === 'ECONNRESET')) {
+  // Only an HTTP parse error or a request timeout is answered; anything else (a reset, a TLS
+  // handshake error or timeout) has no HTTP peer to answer.
+  const answerable = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code?.startsWith('HPE_') === true;
+  if (!socket.writable || !answerable) {
     socket.destroy();
     return;
   }
-  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-  const body = JSON.stringify(
-    problemBody(status, 'invalid_request', status === 431 ? 'request headers too large' : 'malformed HTTP request'),
-  );
+  const [status, title, detail] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'request headers too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'the request did not arrive in time']
+        : [400, 'Bad Request', 'malformed HTTP request'];
+  const body = JSON.stringify(problemBody(status, 'invalid_request', detail));
   socket.end(
-    `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
+    `HTTP/1.1 ${status} ${title}\r\n` +
       `Content-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
+  // A peer that never closes its side must not keep the connection half-open.
+  setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
 }
 
-/** Environment variable of the crash-consistency test hook (never set in production). */
-export const FAULT_DELAY_VARIABLE = 'ESPM_FAULT_DELAY_MS';
-
-/**
- * The crash-consistency test hook: when {@link FAULT_DELAY_VARIABLE} holds a whole number of
- * ms, espm waits that long after every successful backend change and before recording it in
- * the ledger, so a test's SIGKILL can land in that window. Logged loudly when active.
- *
- * @returns the hook, or undefined when the variable is not set
- */
-function faultDelayHook(logger: Logger): (() => Promise<void>) | undefined {
-  const raw = process.env[FAULT_DELAY_VARIABLE];
-  if (raw === undefined || !/^\d+$/.test(raw)) return undefined;
-  const ms = Number(raw);
-  logger.warn({ [FAULT_DELAY_VARIABLE]: ms }, 'crash-consistency test hook active: backend outcomes are recorded late');
-  return () => new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Present and uncertain ledger entries per kind, for `GET /v1/status`. */
-function ledgerCounts(ledger: Ledger): StatusBody['ledger'] {
-  const counts = ledger.counts();
-  return {
-    nodes: { present: counts.node.present, uncertain: counts.node.uncertain },
-    certificates: { present: counts.certificate.present, uncertain: counts.certificate.uncertain },
-  };
-}
+/** How long a connection answered by {@link answerUnparsableRequest} may stay half-open, ms. */
+const CLOSE_GRACE_MS = 2_000;
 
 /**
  * Wires the process signals to a running server: SIGHUP reloads the config; SIGTERM or

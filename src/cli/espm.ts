@@ -18,11 +18,21 @@ export const EXIT_CONFIG_ERROR = 2;
 export const EXIT_FAILURE = 1;
 
 /**
+ * Hooks a test harness may pass to the daemon (production passes none; none is read from the
+ * environment). See `ComposeOptions` in src/compose.ts.
+ */
+export interface DaemonHooks {
+  /** Called after every successful backend change, before the ledger records it. */
+  afterBackend?: () => Promise<void>;
+}
+
+/**
  * Builds the `espm` command.
  *
+ * @param hooks - test hooks for the daemon (test/support/espm-fault-delay.mjs); default none
  * @returns a commander program; `parseAsync(argv)` runs it and sets `process.exitCode`
  */
-export function espmCommand(): Command {
+export function espmCommand(hooks: DaemonHooks = {}): Command {
   const program = new Command('espm')
     .description(
       'Puppet master daemon for a cloud management platform: lists console node groups and classes, ' +
@@ -39,7 +49,7 @@ export function espmCommand(): Command {
         'Set up a new install with espm_setup; see etc/espm.ini.example for every config key.',
     )
     .action(async (options: { config: string; checkConfig?: boolean }) => {
-      process.exitCode = options.checkConfig === true ? checkConfig(options.config) : await runDaemon(options.config);
+      process.exitCode = options.checkConfig === true ? checkConfig(options.config) : await runDaemon(options.config, hooks);
     });
   program.addCommand(ledgerCommand());
   return program;
@@ -197,9 +207,10 @@ function backendPaths(config: Config): Record<string, string | undefined> {
  * Loads the config and serves until a stop signal.
  *
  * @param configPath - path of espm.ini
+ * @param hooks - test hooks passed through to the daemon
  * @returns the exit status
  */
-async function runDaemon(configPath: string): Promise<number> {
+async function runDaemon(configPath: string, hooks: DaemonHooks): Promise<number> {
   let config;
   try {
     config = loadConfig(configPath);
@@ -222,7 +233,7 @@ async function runDaemon(configPath: string): Promise<number> {
   );
   let server: EspmServer;
   try {
-    server = await EspmServer.start(config, { logger });
+    server = await EspmServer.start(config, { logger, ...(hooks.afterBackend === undefined ? {} : { afterBackend: hooks.afterBackend }) });
   } catch (err) {
     const message = (err as Error).message;
     logger.fatal({ error: message }, 'cannot start');

@@ -1,8 +1,9 @@
 /**
  * Crash consistency (issue #6): cycles of create/delete of nodes and certificates against the
  * console double and the puppet cert double, with espm killed by SIGKILL at random moments —
- * including between the backend call and the ledger write, widened by the ESPM_FAULT_DELAY_MS
- * hook — and restarted each time. Afterwards the ledger and the backends must agree, and
+ * including between the backend call and the ledger write, widened by ESPM_FAULT_DELAY_MS
+ * (test/support/espm-fault-delay.mjs sets the daemon's `afterBackend` hook from it) — and
+ * restarted each time. Afterwards the ledger and the backends must agree, and
  * nothing espm did not create may have been deleted or revoked.
  *
  * ESPM_CRASH_CYCLES overrides the number of cycles (default 200).
@@ -21,6 +22,8 @@ import { setUpDir, type SetUpDir } from '../support/espm.js';
 import { freePort } from '../support/net.js';
 
 const ESPM = fileURLToPath(new URL('../../bin/espm', import.meta.url));
+/** bin/espm's command with the crash-window hook set from ESPM_FAULT_DELAY_MS (test-only entry). */
+const ESPM_WITH_FAULT_DELAY = fileURLToPath(new URL('../support/espm-fault-delay.mjs', import.meta.url));
 const CYCLES = Number(process.env['ESPM_CRASH_CYCLES'] ?? 200);
 const POOL = Array.from({ length: 24 }, (_, i) => `crash${i}.example.test`);
 const PRE_EXISTING_NODES = ['master.example.com', 'db01.example.com', 'web-legacy.example.com'];
@@ -99,7 +102,7 @@ describeWithRake('crash consistency under SIGKILL', () => {
 
     for (let cycle = 0; cycle < CYCLES; cycle += 1) {
       const delay = pick(['0', '0', '40', '250']);
-      const espm: ResultPromise = execa(ESPM, ['-c', setup.plan.configPath], {
+      const espm: ResultPromise = execa(process.execPath, [ESPM_WITH_FAULT_DELAY, '-c', setup.plan.configPath], {
         env: { ESPM_FAULT_DELAY_MS: delay },
         reject: false,
       });

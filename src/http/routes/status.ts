@@ -4,6 +4,7 @@
  * @packageDocumentation
  */
 import { Router } from 'express';
+import type { ConnectionCounts } from '../connection-guard.js';
 
 /** Body of `GET /v1/status`. */
 export interface StatusBody {
@@ -18,6 +19,8 @@ export interface StatusBody {
     nodes: { present: number; uncertain: number };
     certificates: { present: number; uncertain: number };
   };
+  /** Connections open now, and refused or timed out since start-up (before authentication). */
+  connections: ConnectionCounts;
 }
 
 /**
