@@ -4,7 +4,7 @@
  * `bin/espm` on sandbox backends:
  *
  * 1. idle: the platform's call (`GET /v1/status` on a new TLS connection each, from
- *    127.0.0.1) — p50 latency; espm's RSS and file descriptors;
+ *    127.0.0.1, made by a separate process) — p50 latency; espm's RSS and file descriptors;
  * 2. one address (127.0.1.2) opens `--attempts` TLS connections, `--batch` at a time, and
  *    keeps every one espm accepts (idle, never a request) while the platform calls every
  *    50 ms: accepted, refused, RSS peak, the platform's p50 during the flood vs idle;
@@ -23,7 +23,8 @@
  *
  * @packageDocumentation
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { appendFile, readdir, readFile } from 'node:fs/promises';
 import https from 'node:https';
 import { connect as netConnect } from 'node:net';
@@ -120,30 +121,62 @@ async function fds(daemon: Daemon): Promise<number> {
   return (await readdir(`/proc/${daemon.pid}/fd`)).length;
 }
 
-/** Runs `work` while the platform calls every 50 ms and RSS is sampled every 50 ms. */
+/**
+ * The platform's calls as a separate process (so the flood's client-side TLS work in this
+ * process does not delay them): `GET /v1/status` on a new TLS connection every 50 ms from
+ * 127.0.0.1, one JSON line per answer on stdout.
+ */
+const PLATFORM_LOOP = `
+import https from 'node:https';
+const [port, authorization] = process.argv.slice(1);
+const ca = process.env.ESPM_BENCH_CA;
+let running = true;
+process.stdin.on('end', () => (running = false));
+process.stdin.resume();
+while (running) {
+  const started = process.hrtime.bigint();
+  const line = await new Promise((resolve) => {
+    const req = https.request({ host: '127.0.0.1', port: Number(port), path: '/v1/status', localAddress: '${PLATFORM}', ca, servername: 'localhost', agent: false, headers: { authorization } }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6, open: JSON.parse(body).connections?.open ?? 0 }));
+    });
+    req.on('error', () => resolve({ status: 0, ms: Number(process.hrtime.bigint() - started) / 1e6, open: 0 }));
+    req.end();
+  });
+  process.stdout.write(JSON.stringify(line) + '\\n');
+  await new Promise((r) => setTimeout(r, 50));
+}
+`;
+
+/** Runs `work` while the platform calls every 50 ms (another process) and RSS is sampled every 50 ms. */
 async function whilePlatformCalls<T>(daemon: Daemon, work: () => Promise<T>): Promise<{ result: T; latencies: number[]; failed: number; peakMb: number; maxOpen: number }> {
-  const latencies: number[] = [];
-  let failed = 0;
-  let maxOpen = 0;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', PLATFORM_LOOP, String(daemon.port), daemon.authorization], {
+    env: { ...process.env, ESPM_BENCH_CA: daemon.certificate },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   let peakKb = await daemon.rssKb();
-  let running = true;
-  const calls = (async () => {
-    while (running) {
-      const answer = await platformCall(daemon);
-      if (answer.status === 200) {
-        latencies.push(answer.ms);
-        maxOpen = Math.max(maxOpen, (JSON.parse(answer.body) as { connections: Connections }).connections.open);
-      } else failed += 1;
-      await sleep(50);
-    }
-  })();
   const sampler = setInterval(() => void daemon.rssKb().then((kb) => (peakKb = Math.max(peakKb, kb)), () => undefined), 50);
+  // The loop's first answer: it is running.
+  while (!out.includes('\n')) await sleep(10);
   const result = await work();
   peakKb = Math.max(peakKb, await daemon.rssKb());
-  running = false;
   clearInterval(sampler);
-  await calls;
-  return { result, latencies, failed, peakMb: peakKb / 1024, maxOpen };
+  child.stdin!.end();
+  await once(child, 'exit');
+  const answers = out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { status: number; ms: number; open: number });
+  return {
+    result,
+    latencies: answers.filter((a) => a.status === 200).map((a) => a.ms),
+    failed: answers.filter((a) => a.status !== 200).length,
+    peakMb: peakKb / 1024,
+    maxOpen: Math.max(0, ...answers.map((a) => a.open)),
+  };
 }
 
 /**
@@ -165,12 +198,11 @@ export async function connectionFloodBench(options: FloodOptions = {}): Promise<
   const figures: Figure[] = [];
   try {
     await sleep(2000);
-    const idleLatencies: number[] = [];
-    for (let i = 0; i < 40; i++) idleLatencies.push((await platformCall(daemon)).ms);
-    const idle = { rssMb: (await daemon.rssKb()) / 1024, fds: await fds(daemon), latency: summarize(idleLatencies) };
+    const quiet = await whilePlatformCalls(daemon, () => sleep(3000));
+    const idle = { rssMb: (await daemon.rssKb()) / 1024, fds: await fds(daemon), latency: summarize(quiet.latencies) };
     raw.push(
       `- espm from \`bin/espm\` (sandbox backends, default limits: ${limits.maxConnectionsPerAddress} connections per address, ${limits.maxConnections} in all; first request within ${limits.firstRequestTimeoutMs / 1000} s of the handshake); this process's \`ulimit -n\` ${fileLimit}.`,
-      `- Idle: RSS ${round(idle.rssMb)} MB, ${idle.fds} fds; the platform's call (\`GET /v1/status\`, a new TLS connection each, from ${PLATFORM}) ${formatSummary(idle.latency)}.`,
+      `- Idle: RSS ${round(idle.rssMb)} MB, ${idle.fds} fds; the platform's call (\`GET /v1/status\`, a new TLS connection each, from ${PLATFORM}, in a process of its own during the floods) ${formatSummary(idle.latency)}.`,
     );
     for (let r = 1; r <= rounds; r++) {
       const before = await connections(daemon);
@@ -233,8 +265,7 @@ export async function connectionFloodBench(options: FloodOptions = {}): Promise<
 }
 
 /** Appends a result as its own RESULTS.md section (the same layout as bench/run.ts's). */
-async function appendResults(result: BenchResult): Promise<void> {
-  const host = await machine();
+async function appendResults(result: BenchResult, host: { text: string }): Promise<void> {
   const lines = [
     '',
     `## ${result.title} — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
@@ -261,7 +292,8 @@ runAlone(import.meta.url, async () => {
     .option('--results', 'append a section to bench/RESULTS.md')
     .parse()
     .opts<{ attempts: string; batch: string; rounds: string; results?: boolean }>();
+  const host = await machine();
   const result = await connectionFloodBench({ attempts: Number(opts.attempts), batch: Number(opts.batch), rounds: Number(opts.rounds) });
-  if (opts.results === true) await appendResults(result);
+  if (opts.results === true) await appendResults(result, host);
   return result;
 });
