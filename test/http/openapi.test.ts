@@ -165,15 +165,26 @@ describe('docs/openapi.yaml', () => {
       const broken = await startEspm({ classifier: { rake: '/nonexistent/rake' }, ca: { backend: 'sandbox' } }, { setup });
       try {
         const b = apiClient(broken);
-        const failed = await b.get('/v1/groups');
-        conforms('GET', '/v1/groups', failed);
-        expect(failed.status).toBe(502);
+        const unavailable = await b.get('/v1/groups');
+        conforms('GET', '/v1/groups', unavailable);
+        expect(unavailable.status).toBe(503);
         const uncertain = await b.delete('/v1/nodes/crashed.example.test');
         conforms('DELETE', '/v1/nodes/crashed.example.test', uncertain);
         expect(uncertain.status).toBe(409);
       } finally {
         await broken.stop();
         await setup.remove();
+      }
+      const failingRake = join(dir, 'failing-rake');
+      await writeFile(failingRake, '#!/bin/sh\necho "rake aborted!" >&2\nexit 1\n');
+      await chmod(failingRake, 0o755);
+      const failing = await startEspm({ classifier: { rake: failingRake, cwd: dir, worker: false }, ca: { backend: 'sandbox' } });
+      try {
+        const res = await apiClient(failing).get('/v1/groups');
+        conforms('GET', '/v1/groups', res);
+        expect(res.status).toBe(502);
+      } finally {
+        await failing.stop();
       }
       const slow = await startEspm({ classifier: { rake: slowRake, cwd: dir, timeout: 1 }, ca: { backend: 'sandbox' } });
       try {
