@@ -13,7 +13,7 @@ import type { CertificateAuthority } from '../../src/ca/authority.js';
 import { createCertificateAuthority } from '../../src/ca/index.js';
 import { SandboxCertificateAuthority } from '../../src/ca/sandbox.js';
 import { parseConfig, type Config } from '../../src/config.js';
-import { PuppetCertMaster } from './ca.js';
+import { PuppetCertMaster, revokedSerials } from './ca.js';
 import { puppetserverAvailable, startPuppetserver, type RealPuppetserver } from './puppetserver.js';
 import { CountingRunner } from './runner.js';
 
@@ -77,12 +77,6 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** Serials of a PEM CRL (upper-case hex, no leading zeros). */
-async function crlSerials(crl: string): Promise<string[]> {
-  const r = await execa('openssl', ['crl', '-noout', '-text'], { input: crl });
-  return [...r.stdout.matchAll(/Serial Number: ([0-9A-Fa-f]+)/g)].map((m) => m[1]!.toUpperCase().replace(/^0+(?=.)/, ''));
-}
-
 async function which(binary: string): Promise<string | undefined> {
   const r = await execa('/bin/sh', ['-c', `command -v ${binary}`], { reject: false });
   return r.exitCode === 0 && r.stdout.startsWith('/') ? r.stdout.trim() : undefined;
@@ -134,7 +128,7 @@ function puppetserverFixture(name: 'puppetserver-ca' | 'puppetserver-api'): CaBa
         runner,
         stateDir,
         crl,
-        revokedSerials: async () => crlSerials(await crl()),
+        revokedSerials: async () => revokedSerials(await crl()),
         async issueDirectly(certname) {
           const r = await server.caCli(['generate', '--certname', certname]);
           if (r.exitCode !== 0) throw new Error(`puppetserver ca generate ${certname}: ${r.stdout}${r.stderr}`);
@@ -178,7 +172,7 @@ function puppetCertFixture(ruby: string | undefined): CaBackendFixture {
         runner,
         stateDir: m.dir,
         crl,
-        revokedSerials: async () => crlSerials(await crl()),
+        revokedSerials: async () => revokedSerials(await crl()),
         async issueDirectly(certname) {
           const r = await m.puppet('cert', 'generate', certname);
           if (r.exitCode !== 0 || /err: /.test(r.stdout)) throw new Error(`puppet cert generate ${certname}: ${r.stdout}`);
