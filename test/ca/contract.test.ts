@@ -158,8 +158,9 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
     }, 60_000);
 
     it('service: never revokes what espm did not issue (not found), nor a certificate re-issued under espm\'s name (409, left alone); revokes its own', async () => {
-      expect((await serviceError(service.revoke(n('theirs')))).code).toBe('certificate_not_found');
-      expect(await backend.ca.currentFingerprint(n('theirs'))).toBeDefined();
+      await backend.issueDirectly(n('operator'));
+      expect((await serviceError(service.revoke(n('operator')))).code).toBe('certificate_not_found');
+      expect(await backend.ca.currentFingerprint(n('operator'))).toBeDefined();
 
       await service.issue({ certname: n('reissued'), dns_alt_names: [] });
       await backend.cleanDirectly(n('reissued'));
@@ -169,10 +170,11 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect(await backend.ca.currentFingerprint(n('reissued'))).toBe(theirs);
       expect(ledger.get('certificate', n('reissued'))?.state).toBe('present');
 
-      await service.revoke(n('svc'));
-      expect(ledger.get('certificate', n('svc'))).toBeUndefined();
-      expect(await backend.ca.currentFingerprint(n('svc'))).toBeUndefined();
-      expect((await serviceError(service.revoke(n('svc')))).code).toBe('certificate_not_found');
+      await service.issue({ certname: n('own'), dns_alt_names: [] });
+      await service.revoke(n('own'));
+      expect(ledger.get('certificate', n('own'))).toBeUndefined();
+      expect(await backend.ca.currentFingerprint(n('own'))).toBeUndefined();
+      expect((await serviceError(service.revoke(n('own')))).code).toBe('certificate_not_found');
     }, 120_000);
 
     it('service: 20 concurrent issues of distinct names all succeed and verify, CA operations never overlapping', async () => {
