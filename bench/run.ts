@@ -5,6 +5,7 @@
  * measured in the same run wherever there is one; nothing here is a test.
  *
  *   npm run build && npx tsx bench/run.ts [--only startup,overhead,discovery,burst,ca] [--no-results]
+ *     [--burst-minutes 4] [--burst-launches 50]
  *     (--only also takes burst-boot or burst-ca: one of bench 3's two runs)
  *
  * 1. bench/overhead.ts — espm vs the same backend command run directly (doubles, zero sleep)
@@ -26,12 +27,13 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, readFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { caBench } from './ca.js';
 import { discoveryBench } from './discovery.js';
-import { FLOOR_RATIO_GOAL, parseCaSummary } from './launch-burst.js';
+import { BurstReportSchema, FLOOR_RATIO_GOAL, type BurstReport } from './launch-burst.js';
 import { overheadBench } from './overhead.js';
 import { startupBench } from './startup.js';
 import { assertBuilt, figureLine, loadAverage, machine, printResult, RESULTS_PATH, ROOT, round, type BenchResult } from './support.js';
@@ -48,6 +50,8 @@ export interface RunOptions {
   certCalls?: number;
   /** Stop the launch burst after this many minutes (default 4). */
   burstMinutes?: number;
+  /** Launches per burst in bench 3 (default 50; fewer for a quick check of the bench itself). */
+  burstLaunches?: number;
 }
 
 /** Every bench, in the order run. */
@@ -58,24 +62,31 @@ export const BURST_RUNS = ['burst-boot', 'burst-ca'] as const;
 /** One of {@link BURST_RUNS}. */
 export type BurstRun = (typeof BURST_RUNS)[number];
 
-/** What a bench/launch-burst.ts child printed and how it ended. */
+/** What a bench/launch-burst.ts child printed, the JSON report it wrote, and how it ended. */
 interface ChildRun {
   /** Exit status (null when killed). */
   code: number | null;
   stdout: string;
   stderr: string;
   wallS: number;
+  /** The child's `--json` report, validated; undefined when it wrote none or an invalid one. */
+  report?: BurstReport;
+  /** Why there is no report (missing file, invalid JSON, schema mismatch). */
+  reportError?: string;
 }
 
 /**
- * Runs bench/launch-burst.ts as a child (it is a script, and exits when done), killed after
- * `killAfterMs`.
+ * Runs bench/launch-burst.ts as a child (it is a script, and exits when done) with `--json`
+ * into a temporary file, killed after `killAfterMs`; reads the report back through
+ * {@link BurstReportSchema}.
  */
 async function launchBurstChild(args: readonly string[], killAfterMs: number): Promise<ChildRun> {
   const command = `npx tsx ${args.join(' ')}`;
+  const dir = await mkdtemp(join(tmpdir(), 'espm-bench-burst-'));
+  const jsonPath = join(dir, 'report.json');
   const started = Date.now();
   const tsx = join(ROOT, 'node_modules', '.bin', 'tsx');
-  const child = spawn(tsx, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(tsx, [...args, '--json', jsonPath], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   console.log(`  running ${command} …`);
@@ -84,17 +95,27 @@ async function launchBurstChild(args: readonly string[], killAfterMs: number): P
   const timer = setTimeout(() => child.kill('SIGTERM'), killAfterMs);
   const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
   clearTimeout(timer);
-  return { code, stdout, stderr, wallS: round((Date.now() - started) / 1000) };
+  const run: ChildRun = { code, stdout, stderr, wallS: round((Date.now() - started) / 1000) };
+  try {
+    const parsed = BurstReportSchema.safeParse(JSON.parse(await readFile(jsonPath, 'utf8')));
+    if (parsed.success) run.report = parsed.data;
+    else run.reportError = `invalid --json report: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
+  } catch (err) {
+    run.reportError = `no --json report: ${(err as Error).message}`;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return run;
 }
 
 /**
- * The markdown section a launch-burst child printed (from its `## Launch burst` heading):
+ * The markdown section of a launch-burst child's report (from its `## Launch burst` heading):
  * raw lines (tables set apart by blank lines, so that they render) and the lines under its
  * `### Where the time goes` heading.
  */
-function childSection(stdout: string): { raw: string[]; analysis: string[] } {
-  const start = stdout.indexOf('## Launch burst');
-  const section = (start < 0 ? '' : stdout.slice(start))
+function childSection(text: string): { raw: string[]; analysis: string[] } {
+  const start = text.indexOf('## Launch burst');
+  const section = (start < 0 ? '' : text.slice(start))
     .split('\n')
     .slice(1)
     .filter((l) => l.trim() !== '' && !l.startsWith('- Command:'));
@@ -111,7 +132,7 @@ function childSection(stdout: string): { raw: string[]; analysis: string[] } {
 }
 
 /**
- * Bench 3 through bench/launch-burst.ts, as two child runs of 50 launches, all in flight,
+ * Bench 3 through bench/launch-burst.ts, as two child runs of 50 launches (`--burst-launches`), all in flight,
  * worker and process modes:
  * - `burst-boot` (issue #9): console double with `boot_sleep: 10` (every rake process — so
  *   every call without the worker — takes 10 s more), sandbox CA; console tasks vs the
@@ -123,10 +144,10 @@ function childSection(stdout: string): { raw: string[]; analysis: string[] } {
  * @param maxMinutes - each burst is stopped after this long (a child is killed after all of
  *   its bursts' time and its floors', plus a minute)
  * @param runs - which of the two (default both)
+ * @param launches - launches per burst (default 50, all in flight)
  */
-export async function launchBurstBench(maxMinutes = 4, runs: readonly BurstRun[] = BURST_RUNS): Promise<BenchResult> {
-  const launches = 50;
-  const common = ['--launches', String(launches), '--concurrency', '50', '--modes', 'worker,process', '--max-minutes', String(maxMinutes), '--no-results'];
+export async function launchBurstBench(maxMinutes = 4, runs: readonly BurstRun[] = BURST_RUNS, launches = 50): Promise<BenchResult> {
+  const common = ['--launches', String(launches), '--concurrency', String(launches), '--modes', 'worker,process', '--max-minutes', String(maxMinutes), '--no-results'];
   const plan: Array<{ run: BurstRun; args: string[]; killAfterMs: number }> = [
     { run: 'burst-boot', args: ['bench/launch-burst.ts', '--boot', '10', ...common], killAfterMs: (2 * maxMinutes + 1) * 60_000 },
     {
@@ -150,20 +171,13 @@ export async function launchBurstBench(maxMinutes = 4, runs: readonly BurstRun[]
   const failures: string[] = [];
   for (const { run, args, killAfterMs } of chosen) {
     const child = await launchBurstChild(args, killAfterMs);
-    const section = childSection(child.stdout);
+    const section = childSection((child.report?.section ?? []).join('\n'));
     const failed = (what: string): void => {
-      failures.push(`${run}: bench/launch-burst.ts ${what}: ${(child.stderr || child.stdout).trim().split('\n').slice(-8).join(' / ')}`);
+      failures.push(`${run}: bench/launch-burst.ts ${what}${child.reportError === undefined ? '' : ` (${child.reportError})`}: ${(child.stderr || child.stdout).trim().split('\n').slice(-8).join(' / ')}`);
       result.figures.push({ label: `${run}: bench/launch-burst.ts ${what}`, value: 'no figures', unit: '', goal: 'runs to the end', met: false });
     };
     if (run === 'burst-boot') {
-      const runs = [...child.stdout.matchAll(/^(worker|process), concurrency (\d+): start-up ([\d.]+) s, burst ([\d.]+) s, (\d+)\/(\d+) ok, (\d+) rake processes, (\d+) tasks/gm)].map((m) => ({
-        mode: m[1]!,
-        startupS: Number(m[3]),
-        burstS: Number(m[4]),
-        ok: Number(m[5]),
-        processes: Number(m[7]),
-        tasks: Number(m[8]),
-      }));
+      const runs = child.report?.runs ?? [];
       if (child.code !== 0 || runs.length === 0) {
         failed(`(issue #9, --boot 10) exited ${child.code}`);
         continue;
@@ -192,7 +206,7 @@ export async function launchBurstBench(maxMinutes = 4, runs: readonly BurstRun[]
       result.raw.push(`**Issue #9: console boot 10 s, sandbox CA** (${child.wallS} s):`, ...section.raw, '');
       result.analysis.push(...section.analysis);
     } else {
-      const summaries = parseCaSummary(child.stdout);
+      const summaries = (child.report?.runs ?? []).flatMap((r) => (r.ca === undefined ? [] : [r.ca]));
       if (child.code !== 0 || summaries.length === 0) {
         failed(`(bench 3, --ca puppet-cert) exited ${child.code}`);
         continue;
@@ -258,7 +272,7 @@ export async function runBenches(options: RunOptions = {}): Promise<BenchResult[
     ['startup', () => startupBench()],
     ['overhead', () => overheadBench({ calls: options.calls ?? 200, certCalls: options.certCalls ?? 200 })],
     ['discovery', () => discoveryBench()],
-    ['burst', () => launchBurstBench(options.burstMinutes ?? 4, burstRuns)],
+    ['burst', () => launchBurstBench(options.burstMinutes ?? 4, burstRuns, options.burstLaunches ?? 50)],
     ['ca', () => caBench()],
   ];
   const results: BenchResult[] = [];
@@ -328,14 +342,16 @@ if (isMain) {
     .option('--calls <n>', 'bench 1: calls per side for list/create/delete', '200')
     .option('--cert-calls <n>', 'bench 1: calls per side for certificates', '200')
     .option('--burst-minutes <n>', 'bench 3: stop the launch burst after this long', '4')
+    .option('--burst-launches <n>', 'bench 3: launches per burst (fewer: a quick check of the bench)', '50')
     .parse()
-    .opts<{ only?: string; results: boolean; calls: string; certCalls: string; burstMinutes: string }>();
+    .opts<{ only?: string; results: boolean; calls: string; certCalls: string; burstMinutes: string; burstLaunches: string }>();
   runBenches({
     ...(o.only === undefined ? {} : { only: o.only.split(',').map((s) => s.trim()) }),
     results: o.results,
     calls: Number(o.calls),
     certCalls: Number(o.certCalls),
     burstMinutes: Number(o.burstMinutes),
+    burstLaunches: Number(o.burstLaunches),
   }).then(
     () => process.exit(0),
     (err: unknown) => {

@@ -1,0 +1,163 @@
+/**
+ * bench/launch-burst.ts's reporting: the markdown sections (issue #9's boot runs, issue #8's
+ * puppet-cert runs with "Where the time goes") printed and appended to bench/RESULTS.md.
+ *
+ * @packageDocumentation
+ */
+import { formatSummary, quantile, round, summarize } from '../support.js';
+import { showCpu } from './measure.js';
+import { caSummary, CONSOLE_SLEEP_TASKS, FLOOR_RATIO_GOAL, seconds, showTally, type CaBurstSummary, type RunResult } from './model.js';
+
+/** The markdown section of issue #9's runs (sandbox CA). */
+export function bootSection(results: readonly RunResult[], host: string, command: string, bootS: number, consoleSleepS: number, concurrencies: readonly number[]): string[] {
+  const lines = [
+    '',
+    `## Launch burst — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (issue #9)`,
+    '',
+    `- Machine: ${host}.`,
+    `- Command: \`${command}\`.`,
+    `- A launch: \`POST /v1/nodes\` (groups, classes, one parameter → \`node:add\` + \`node:parameters\`), then \`POST /v1/certificates\` (sandbox CA). Console double 1.2.10 with \`boot_sleep: ${bootS}\` (every Rails boot sleeps ${bootS} s)${consoleSleepS > 0 ? ` and ${CONSOLE_SLEEP_TASKS.join(', ')} sleeping ${consoleSleepS} s each (\`faults\`)` : ''}. Fresh console and espm per run; "cold" = espm start-up (task list; with the worker: its boot and self-check) + burst.`,
+    '',
+    '| mode | in flight | start-up s | burst s | cold total s | ok | launch p50 / p95 / max s | node create p50 / p95 / max s | rake processes | tasks |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    ...results.map(
+      (r) =>
+        `| ${r.mode} | ${r.concurrency} | ${r.startupS} | ${r.burstS}${r.stopped ? ` (${r.stopped})` : ''} | ${seconds((r.startupS + r.burstS) * 1000)} | ${r.ok}/${r.launches} | ${quantile(r.latenciesS, 0.5)} / ${quantile(r.latenciesS, 0.95)} / ${r.latenciesS[r.latenciesS.length - 1] ?? NaN} | ${quantile(r.createLatenciesS, 0.5)} / ${quantile(r.createLatenciesS, 0.95)} / ${r.createLatenciesS[r.createLatenciesS.length - 1] ?? NaN} | ${r.processes} | ${r.tasks} |`,
+    ),
+    '',
+  ];
+  for (const concurrency of concurrencies) {
+    const on = results.find((r) => r.mode === 'worker' && r.concurrency === concurrency);
+    const off = results.find((r) => r.mode === 'process' && r.concurrency === concurrency);
+    if (on === undefined || off === undefined) continue;
+    const cold = (r: RunResult) => r.startupS + r.burstS;
+    lines.push(
+      `- ${concurrency} in flight: burst ${off.burstS} s without the worker / ${on.burstS} s with it = **${(off.burstS / on.burstS).toFixed(1)}×**; ` +
+        `cold ${seconds(cold(off) * 1000)} s / ${seconds(cold(on) * 1000)} s = **${(cold(off) / cold(on)).toFixed(1)}×**; ` +
+        `goal (cold, with the worker, under 60 s): ${cold(on) < 60 ? 'met' : 'NOT met'}.`,
+    );
+  }
+  lines.push(
+    '- Raw launch latencies (s, sorted):',
+    ...results.map((r) => `  - ${r.mode}, ${r.concurrency} in flight: ${r.latenciesS.join(' ')}`),
+    '- Raw node create latencies (s, sorted):',
+    ...results.map((r) => `  - ${r.mode}, ${r.concurrency} in flight: ${r.createLatenciesS.join(' ')}`),
+    '',
+  );
+  return lines;
+}
+
+/** Where a puppet-cert run's wall time went, against its floor (markdown lines). */
+function whereTheTimeGoes(r: RunResult, s: CaBurstSummary, cores: number, consoleSleepS: number): string[] {
+  const ca = r.ca!;
+  const t = ca.timeline;
+  const f = ca.floor;
+  const n = Math.max(1, t.calls);
+  const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const ms = (x: number): number => round(x, 0);
+  // Per direct CA call, s: the whole call, the process's own logged time, and the rest (spawn + Ruby start-up + exit).
+  const directCall = mean(f.callsS);
+  const directBusy = mean(f.selfS);
+  const directOutside = directCall - directBusy;
+  const over = (burstS: number, floorS: number): string => `${burstS - floorS >= 0 ? '+' : '−'}${round(Math.abs(burstS - floorS), 1)} s`;
+  const missed = !(s.ratio <= FLOOR_RATIO_GOAL && s.ok === s.launches);
+  const creates = r.createLatenciesS;
+  const lines = [
+    `- **${r.mode}** (${s.ratio.toFixed(3)}×, goal ≤ ${FLOOR_RATIO_GOAL}: ${missed ? 'missed' : 'met'}): wall ${s.wallS} s = ` +
+      `CA idle, no certificate request waiting ${seconds(t.starvedMs)} s (first create answered after ${seconds(t.firstCreateMs)} s${Number.isNaN(t.listsDoneMs) ? '' : `; the cold-cache group and class lists done after ${seconds(t.listsDoneMs)} s`}) + ` +
+      `CA processes running ${seconds(t.busyMs)} s (${t.calls} × ${ms(t.busyMs / n)} ms) + ` +
+      `between CA processes with a request waiting ${seconds(t.handoffMs)} s (${ms(t.handoffMs / n)} ms per call) + ` +
+      `after the last CA process ${seconds(t.tailMs)} s. ` +
+      `Floor ${s.floorS} s = direct create ${round(f.createS, 2)} s + ${s.launches} × ${ms(directCall * 1000)} ms (the CA process itself ${ms(directBusy * 1000)} ms, spawn + Ruby start-up + exit ${ms(directOutside * 1000)} ms).`,
+    `  - Against the floor: waiting for creates ${over(t.starvedMs / 1000, f.createS)} (vs the direct create), CA work ${over(t.busyMs / 1000, directBusy * s.launches)} (${ms(t.busyMs / n)} vs ${ms(directBusy * 1000)} ms per call), ` +
+      `between calls ${over(t.handoffMs / 1000, directOutside * s.launches)} (${ms(t.handoffMs / n)} vs ${ms(directOutside * 1000)} ms per call), after the last ${over(t.tailMs / 1000, 0)}.`,
+    `  - Between CA calls, per call: espm's runner starting the command → the double's first log line ${ms(t.spawnToStartMs / n)} ms (direct ${ms(mean(f.spawnToStartS) * 1000)} ms: spawn + Ruby start-up); its last log line → the runner returning ${ms(t.endToReturnMs / n)} ms (direct ${ms(mean(f.endToReturnS) * 1000)} ms); ` +
+      (t.handoffPairs > 0
+        ? `espm's own work from one CA command returning to starting the next ${ms(t.espmBetweenMs / t.handoffPairs)} ms (over the ${t.handoffPairs} call${t.handoffPairs === 1 ? '' : 's'} whose request was already waiting: reading the certificate, key and CA certificate, removing the key, parsing the certificate, the mutex hand-off, the next request's check of the CA's signed copy; none in the direct loop).`
+        : `espm's own work from one CA command returning to starting the next: not seen (no certificate request was ever waiting when a CA command returned).`),
+    `  - Machine: CPU during the burst ${showCpu(ca.cpu, cores)}; during its floor ${showCpu(f.cpu, cores)}. Load average ${ca.loadBefore} before the burst, ${ca.loadAfter} after. On average ${round(t.rakeAlongsideCa, 1)} rake processes ran alongside each CA process.`,
+    `  - Console: ${Object.values(r.tasksByName).reduce((a, b) => a + b, 0)} tasks (${showTally(r.tasksByName)}), at most ${t.maxTasksInFlight} running at once, ${seconds(t.consoleTaskMs)} s of task time in all; ${r.processes} rake processes. Node creates answered after ${creates[0] ?? NaN} s (first) / ${quantile(creates, 0.5)} s (p50) / ${creates[creates.length - 1] ?? NaN} s (last).`,
+  ];
+  if (!missed) return lines;
+  const excessS = s.wallS - s.floorS;
+  const starvedExcessS = t.starvedMs / 1000 - f.createS;
+  if (t.maxTasksInFlight <= 1 && starvedExcessS > 0.5 * excessS) {
+    const tasks = s.nodeAdd + s.parameters + s.lists;
+    lines.push(
+      `  - Why: the console worker runs one task at a time (issue #9's design: one warm Rails process), so ${tasks} tasks of ${consoleSleepS} s each take ≥ ${round(tasks * consoleSleepS, 0)} s end to end whatever the CA does — more than the whole floor — and each certificate waits for its own create. ` +
+        `Its queue is first come, first served: every launch's node:add (all queued at once, behind the lists) runs before the first node:parameters, so the first create is answered only after ${seconds(t.firstCreateMs)} s and the CA sat idle ${seconds(t.starvedMs)} s in all (another order would start the CA sooner, not end the burst sooner: the ${round(tasks * consoleSleepS, 0)} s of console work in one queue bound it). ` +
+        `The worker pays a slow Rails boot once (issue #9) but serializes a slow task. What would close it (src/, not changed here): run console tasks concurrently when one is already running — a small pool of warm workers, or a rake process for a task that would otherwise queue behind the worker (a Rails boot each, which is what the worker saves).`,
+    );
+  } else if (starvedExcessS > 0.5 * excessS) {
+    lines.push(
+      `  - Why: the first certificate could start only after ${seconds(t.firstCreateMs)} s (its create; ${round(f.createS, 2)} s direct). The ${s.launches} creates start together${s.lists > 0 ? `, behind the cold-cache group and class lists (one after the other: done after ${seconds(t.listsDoneMs)} s)` : ''}, and their ${s.nodeAdd + s.parameters} rake processes (up to ${t.maxTasksInFlight} console tasks at once) share ${cores} cores: each Ruby + rake start-up is CPU-bound, the kernel shares the cores among all of them, so they progress together and the creates are answered together — between ${creates[0] ?? NaN} and ${creates[creates.length - 1] ?? NaN} s — instead of one after another. ` +
+        `The CA, which needs just one create to start, idles meanwhile. What would close it (src/, not changed here): cap the rake processes running at once (about the number of cores) so that creates finish in order from about the direct create's time on and the CA starts after the first; more than one warm worker would do the same without the start-ups; a warm list cache at burst time (the platform's discovery calls within cache_ttl) takes the lists off the front.`,
+    );
+  }
+  if (!Number.isNaN(t.listsDoneMs) && t.maxTasksInFlight > 1) {
+    lines.push(
+      `  - The cold-cache lists alone put ${seconds(t.listsDoneMs)} s in front of every create; with a warm cache the wall would be ≈ ${round(s.wallS - t.listsDoneMs / 1000, 1)} s ≈ ${((s.wallS - t.listsDoneMs / 1000) / s.floorS).toFixed(3)}× the floor (an estimate: this run's wall minus the lists, not measured).`,
+    );
+  }
+  if (t.busyMs / n > directBusy * 1000 * 1.05) {
+    lines.push(
+      `  - The CA's own work (its processes, mostly Ruby start-up and RSA key generation) took ${round((t.busyMs / n / (directBusy * 1000) - 1) * 100, 0)}% longer per call than in the floor: it shared ${cores} cores with ${round(t.rakeAlongsideCa, 1)} rake processes on average and with other jobs (${round((100 * ca.cpu.othersMs) / Math.max(1, ca.cpu.wallMs * cores), 0)}% of the machine during the burst, ${round((100 * f.cpu.othersMs) / Math.max(1, f.cpu.wallMs * cores), 0)}% during the floor).`,
+    );
+  }
+  const perCallExtraMs = t.handoffMs / n - directOutside * 1000;
+  if (perCallExtraMs > 20) {
+    lines.push(
+      `  - Between CA calls espm spends ${ms(perCallExtraMs)} ms per call more than the bare spawn of the floor (× ${s.launches} = ${round((perCallExtraMs * s.launches) / 1000, 1)} s). Per call: ${t.handoffPairs > 0 ? `espm's own work between one CA command returning and the next starting ${ms(t.espmBetweenMs / t.handoffPairs)} ms, ` : ''}spawn + Ruby start-up ${ms(t.spawnToStartMs / n - mean(f.spawnToStartS) * 1000)} ms more than direct, exit ${ms(t.endToReturnMs / n - mean(f.endToReturnS) * 1000)} ms more (both stretch with the machine's load); ` +
+        `and once, the first certificate's way from its create's answer to its CA process, ${seconds(t.firstHandoffMs)} s (the certificate request on a new TLS connection from the bench's client, the ledger's write-ahead with fsync, the spawn — while the other creates' rake processes still ran) = ${ms(t.firstHandoffMs / n)} ms per call.`,
+    );
+  }
+  return lines;
+}
+
+/** The markdown section of bench 3 (puppet-cert CA). */
+export function caSection(results: readonly RunResult[], host: string, cores: number, command: string, settings: { bootS: number; consoleSleepS: number; caSleepS: number; floorCalls: number; launches: number }): string[] {
+  const summaries = results.filter((r) => r.ca !== undefined).map((r) => ({ r, s: caSummary(r, settings.caSleepS) }));
+  const lines = [
+    '',
+    `## Launch burst with the puppet cert CA — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (issue #8, bench 3)`,
+    '',
+    `- Machine: ${host}.`,
+    `- Command: \`${command}\`.`,
+    `- A launch: \`POST /v1/nodes\` (groups, classes, one parameter → \`node:add\` + \`node:parameters\`), then \`POST /v1/certificates\` (\`[ca] backend = puppet-cert\`: the Puppet 2.7 \`puppet cert\` double, 2048-bit keys, \`sleep\` ${settings.caSleepS} s for every action; \`[ca] ssldir\` set, as espm_setup writes it). ` +
+      `Console double 1.2.10: ${CONSOLE_SLEEP_TASKS.join(', ')} each sleep ${settings.consoleSleepS} s (the per-task \`faults\` knob: "1 s per call" both in the worker and in a rake process)${settings.bootS > 0 ? `, \`boot_sleep: ${settings.bootS}\`` : ', no boot sleep'}. Fresh console, CA and espm per run, espm's list cache cold at the start of the burst.`,
+    `- Floor, measured right before each burst on the same console and CA: one direct create (\`rake -s -f Rakefile RAILS_ENV=production node:add name=N groups=default classes=ntp\`, then \`node:parameters name=N parameters=role=web\`) + ${settings.floorCalls === settings.launches ? `${settings.launches} direct` : `${settings.floorCalls} direct (the sum scaled × ${round(settings.launches / settings.floorCalls, 2)} to ${settings.launches})`} \`puppet cert generate N --color false --config puppet.conf\` one after the other, with espm's runner (src/exec). Wall = first launch sent → last answered.`,
+    '',
+    '| mode | in flight | wall s | floor s (create + CA calls) | wall / floor | ok | node:add | parameters | lists | other tasks | rake processes | CA processes (by action) | CA serialized | launch p50 / p95 / max s | node create p50 / p95 / max s |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...summaries.map(
+      ({ r, s }) =>
+        `| ${r.mode} | ${r.concurrency} | ${s.wallS}${r.stopped ? ` (${r.stopped})` : ''} | ${s.floorS} (${round(r.ca!.floor.createS, 2)} + ${round(r.ca!.floor.caS, 2)}) | **${s.ratio.toFixed(3)}×** | ${s.ok}/${s.launches} | ${s.nodeAdd} | ${s.parameters} | ${s.lists} | ${s.otherTasks} | ${s.rakeProcesses} | ${showTally(r.ca!.caByAction)} | ${s.serialized ? 'yes' : '**no**'} | ${quantile(r.latenciesS, 0.5)} / ${quantile(r.latenciesS, 0.95)} / ${r.latenciesS[r.latenciesS.length - 1] ?? NaN} | ${quantile(r.createLatenciesS, 0.5)} / ${quantile(r.createLatenciesS, 0.95)} / ${r.createLatenciesS[r.createLatenciesS.length - 1] ?? NaN} |`,
+    ),
+    '',
+  ];
+  for (const { r, s } of summaries) {
+    const f = r.ca!.floor;
+    const perLaunch = s.caGenerate === s.launches && s.caOther === 0;
+    lines.push(
+      `- ${r.mode}: wall ${s.wallS} s / floor ${s.floorS} s = **${s.ratio.toFixed(3)}×** (goal ≤ ${FLOOR_RATIO_GOAL}: ${s.ratio <= FLOOR_RATIO_GOAL && s.ok === s.launches ? 'met' : 'NOT met'}); ` +
+        `node:add ${s.nodeAdd}, parameters ${s.parameters} (goal ${s.launches} each: ${s.nodeAdd === s.launches && s.parameters === s.launches ? 'met' : 'NOT met'}), lists ${s.lists} (espm's group/class check, once per cache_ttl); ` +
+        `CA processes ${s.caGenerate + s.caOther}: ${showTally(r.ca!.caByAction)} (goal one generate per launch, nothing else: ${perLaunch ? 'met' : 'NOT met'}); espm's runner spawned ${r.ca!.caSpawned} CA processes in the burst, ${r.ca!.caAtStartup} between its start and the burst; CA processes never overlapped: ${s.serialized ? 'yes' : 'NO'}.`,
+      `  - floor: direct create ${round(f.createS, 2)} s (node:add ${round(f.addS, 2)} s + node:parameters ${round(f.parametersS, 2)} s); direct CA calls ${formatSummary(summarize(f.callsS.map((x) => x * 1000)))}; the CA processes' own logged time ${formatSummary(summarize(f.selfS.map((x) => x * 1000)))}.`,
+    );
+  }
+  lines.push(
+    '- Raw launch latencies (s, sorted):',
+    ...summaries.map(({ r }) => `  - ${r.mode}, ${r.concurrency} in flight: ${r.latenciesS.join(' ')}`),
+    '- Raw node create latencies (s, sorted):',
+    ...summaries.map(({ r }) => `  - ${r.mode}, ${r.concurrency} in flight: ${r.createLatenciesS.join(' ')}`),
+    '- Raw direct CA call times of the floor (s, in order):',
+    ...summaries.map(({ r }) => `  - ${r.mode}: ${r.ca!.floor.callsS.map((x) => round(x, 3)).join(' ')}`),
+    '',
+    '### Where the time goes',
+    '',
+    '- The wall time splits exactly, from the CA\'s side (its invocations.log against the client\'s clock): before each CA process, the time no certificate request was waiting (the CA idle while creates ran) and the time one was (espm between CA calls); the CA processes; after the last one. The floor has the same parts: the direct create, and per CA call the process itself and its spawn + Ruby start-up.',
+    ...summaries.flatMap(({ r, s }) => whereTheTimeGoes(r, s, cores, settings.consoleSleepS)),
+    '',
+  );
+  return lines;
+}
