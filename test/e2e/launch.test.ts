@@ -10,45 +10,51 @@
  * Termination: delete node + revoke certificate → the agent is refused and the ENC forgets it;
  * what espm did not create (seeded nodes, the server's certificate) is untouched.
  *
+ * The set-up (master with the console as ENC, espm_setup + espm, the agent run) is the launch
+ * story the demo tells too (test/support/launch-story.ts); the platform's calls go through the
+ * pinned client (test/support/pinned-client.ts). Under CI=true a missing puppetserver,
+ * puppet-agent or rake fails the suite (test/support/components.ts).
+ *
  * Needs `npm run build` (bin/espm runs dist/); `npm test` does it in its pretest step.
  * Never prints the PSK or a private key.
  */
 import { X509Certificate } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import type { IncomingHttpHeaders } from 'node:http';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import { fileURLToPath } from 'node:url';
-import { execa, type ResultPromise } from 'execa';
-import ini from 'ini';
+import { execa } from 'execa';
 import { revokedSerials } from '../support/ca.js';
-import { CONSOLE_EXTERNAL_NODE, CONSOLE_RAKEFILE, ConsoleDouble, findRake, type StoredNode } from '../support/console.js';
-import { puppetserverAvailable, startPuppetserver, type RealPuppetserver } from '../support/puppetserver.js';
+import { describeWith } from '../support/components.js';
+import { CONSOLE_RAKEFILE, findRake, type ConsoleDouble, type StoredNode } from '../support/console.js';
+import {
+  editEspmConfig,
+  firstAgentRun,
+  missingForRealStory,
+  PRE_EXISTING_NODES as PRE_EXISTING,
+  realBackendConfig,
+  runEspmSetup,
+  startConsoleDouble,
+  startEspmProcess,
+  startMaster,
+  stopEspmProcess,
+  STORY_CLASS as CLASS,
+  STORY_GROUP as GROUP,
+  withTimestamp,
+  type EspmProcess,
+  type EspmSetup,
+  type StoryMaster,
+} from '../support/launch-story.js';
 import { freePort } from '../support/net.js';
+import { expectStatus, pinnedClient, type PinnedCall } from '../support/pinned-client.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const ESPM = join(ROOT, 'bin', 'espm');
-const ESPM_SETUP = join(ROOT, 'bin', 'espm_setup');
-
-/** The group and class the platform puts the new server in: a group without classes (the
- * server has modules for `motd` only) and the `motd` class, which the test's module provides. */
-const GROUP = 'no mcollective';
-const CLASS = 'motd';
-/** Nodes of the double's seed that espm did not create. */
-const PRE_EXISTING = ['master.example.com', 'db01.example.com', 'web-legacy.example.com'];
-
-const availability = puppetserverAvailable();
+const missing = await missingForRealStory();
+const describeE2e = describeWith(
+  'puppetserver, puppet-agent and rake (Debian packages puppetserver puppet-agent ruby rake)',
+  missing.length === 0 ? undefined : missing.join('; '),
+);
 const rake = await findRake();
-const ruby = (await execa('/bin/sh', ['-c', 'command -v ruby'], { reject: false })).stdout.trim();
-const skipReasons: string[] = [];
-if (!availability.available) skipReasons.push(availability.reason ?? 'puppetserver is not available');
-if (rake === undefined) skipReasons.push('rake is not installed (apt-get install ruby rake)');
-if (skipReasons.length > 0) {
-  console.warn(`SKIPPING the end-to-end launch test (issue #5): ${skipReasons.join('; ')}`);
-}
-const describeE2e = skipReasons.length === 0 ? describe : describe.skip;
 
 /** Wall-clock duration of each step, printed at the end (no secrets). */
 const timings: Array<[string, number]> = [];
@@ -61,117 +67,15 @@ async function timed<T>(label: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-/**
- * What the operator pastes into the platform, read from espm_setup's stdout: the PSK (the line
- * after `Preshared Key:`), the PEM between `Certificate:` and `SHA-256 Fingerprint:`, and the
- * fingerprint. Errors never quote the output (it holds the PSK).
- */
-function parseAnnouncement(stdout: string): { psk: string; certificate: string; fingerprint: string } {
-  const psk = /^Preshared Key:\n(\S+)\n/m.exec(stdout)?.[1];
-  const certStart = stdout.indexOf('Certificate:\n');
-  const fpStart = stdout.indexOf('SHA-256 Fingerprint:\n');
-  if (psk === undefined || certStart < 0 || fpStart < certStart) {
-    throw new Error('espm_setup output lacks "Preshared Key:", "Certificate:" or "SHA-256 Fingerprint:"');
-  }
-  const certificate = `${stdout.slice(certStart + 'Certificate:\n'.length, fpStart).trim()}\n`;
-  const fingerprint = stdout.slice(fpStart + 'SHA-256 Fingerprint:\n'.length).split('\n')[0]!.trim();
-  return { psk, certificate, fingerprint };
-}
-
-interface Answer {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Record<string, unknown>;
-  /** SHA-256 fingerprint of the certificate the server presented. */
-  peerFingerprint: string;
-}
-
-/** The platform's HTTPS client: espm's certificate is the ONLY trusted CA (pinning). */
-function platformClient(port: number, pinned: string, psk: string) {
-  return (method: string, path: string, body?: unknown): Promise<Answer> =>
-    new Promise((resolve, reject) => {
-      const payload = body === undefined ? undefined : JSON.stringify(body);
-      const req = httpsRequest(
-        {
-          host: '127.0.0.1',
-          port,
-          path,
-          method,
-          ca: pinned,
-          agent: false, // one connection per call: nothing kept alive across espm's SIGTERM drain
-          headers: {
-            authorization: `Bearer ${psk}`,
-            accept: 'application/json',
-            ...(payload === undefined
-              ? {}
-              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
-          },
-        },
-        (res) => {
-          const peerFingerprint = (res.socket as TLSSocket).getPeerCertificate().fingerprint256;
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => (text += chunk));
-          res.on('end', () => {
-            let parsed: Record<string, unknown> = {};
-            if (text !== '') {
-              try {
-                parsed = JSON.parse(text) as Record<string, unknown>;
-              } catch {
-                parsed = { unparsed: text.slice(0, 200) };
-              }
-            }
-            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed, peerFingerprint });
-          });
-          res.on('error', reject);
-        },
-      );
-      req.on('error', reject);
-      req.end(payload);
-    });
-}
-
-/**
- * Asserts the status; on a mismatch the message carries only the problem fields (code, title,
- * detail) — never a whole body, which may hold a private key.
- */
-function expectStatus(answer: Answer, expected: number, what: string): void {
-  if (answer.status !== expected) {
-    const { code, title, detail } = answer.body as { code?: unknown; title?: unknown; detail?: unknown };
-    throw new Error(
-      `${what}: expected HTTP ${expected}, got ${answer.status} ` + JSON.stringify({ code, title, detail }),
-    );
-  }
-}
-
-/** `web01-1.example.test` → `web01-1-<ms>.example.test`: the platform's retry on node_exists. */
-function withTimestamp(name: string): string {
-  const dot = name.indexOf('.');
-  return `${name.slice(0, dot)}-${Date.now()}${name.slice(dot)}`;
-}
-
-function accessLines(log: string, needle: string): string[] {
-  return log.split('\n').filter((line) => line.includes(needle));
-}
-
 describeE2e('launch and terminate a server through espm, on a real puppetserver (issue #5)', () => {
   let work: string;
   let consoleDouble: ConsoleDouble;
-  let server: RealPuppetserver;
-  let espm: ResultPromise | undefined;
-  let espmOut = '';
-  let espmErr = '';
+  let master: StoryMaster;
+  let server: StoryMaster['server'];
+  let espm: EspmProcess | undefined;
   let espmPort: number;
-  let announcement: ReturnType<typeof parseAnnouncement>;
-  let call: ReturnType<typeof platformClient>;
+  let announcement: EspmSetup;
+  let call: PinnedCall;
   let agentDir: string;
   let motdFile: string;
   /** Seeded nodes (as stored) and their ENC answers, before espm ran. */
@@ -185,20 +89,18 @@ describeE2e('launch and terminate a server through espm, on a real puppetserver 
 
   const rakeTask = (...args: string[]) =>
     execa(rake!, ['-s', '-f', CONSOLE_RAKEFILE, 'RAILS_ENV=production', ...args], { cwd: consoleDouble.dir, reject: false });
-  const enc = (certname: string) =>
-    execa(CONSOLE_EXTERNAL_NODE, ['--dir', consoleDouble.dir, certname], { reject: false, stripFinalNewline: false });
+  const enc = (certname: string) => master.enc(certname);
   const storedNode = async (name: string): Promise<StoredNode | undefined> => consoleDouble.node(name);
+  const espmOut = (): string => (espm?.lines ?? []).join('\n');
+  const accessLines = (log: string, needle: string): string[] => log.split('\n').filter((line) => line.includes(needle));
 
   beforeAll(async () => {
     const started = Date.now();
     work = await mkdtemp(join(tmpdir(), 'espm-e2e-'));
-    agentDir = join(work, 'agent');
-    motdFile = join(agentDir, 'motd.txt');
-    await mkdir(agentDir, { recursive: true });
 
     // The console double (seeded: its first rake task creates console.json).
     consoleDouble = await timed('console double seeded', async () => {
-      const double = await ConsoleDouble.create();
+      const double = await startConsoleDouble();
       const store = await double.store();
       for (const name of PRE_EXISTING) {
         const node = store.nodes.find((n) => n.name === name);
@@ -207,82 +109,30 @@ describeE2e('launch and terminate a server through espm, on a real puppetserver 
       }
       return double;
     });
+
+    // puppetserver with the console's external_node as ENC and the motd module.
+    master = await timed('puppetserver start (ca setup + JVM)', () => startMaster(work, consoleDouble));
+    ({ server, agentDir, motdFile } = master);
     for (const name of PRE_EXISTING) {
       const answer = await enc(name);
-      if (answer.exitCode !== 0) throw new Error(`external_node ${name} exited ${answer.exitCode}: ${answer.stderr}`);
+      if (answer.exitCode !== 0) throw new Error(`external_node ${name} exited ${answer.exitCode}`);
       before.get(name)!.enc = answer.stdout;
     }
-
-    // The ENC puppetserver execs with the certname only: a wrapper pointing at the console dir.
-    const wrapper = join(work, 'enc.sh');
-    await writeFile(wrapper, `#!/bin/sh\nexec ${CONSOLE_EXTERNAL_NODE} --dir ${consoleDouble.dir} "$1"\n`);
-    await chmod(wrapper, 0o755);
-
-    // Console parameters reach Puppet as top-scope variables: the class defaults to $::motd_message.
-    const motd = [
-      'class motd (String $message = $::motd_message) {',
-      `  file { '${motdFile}': ensure => file, content => "\${message}\\n" }`,
-      "  notify { 'motd-applied': message => \"motd applied: ${message}\" }",
-      '}',
-      '',
-    ].join('\n');
-    server = await timed('puppetserver start (ca setup + JVM)', () =>
-      startPuppetserver({ port: 0, enc: wrapper, modules: { motd } }),
-    );
     serverCertBefore = await readFile(join(server.ssldir, 'certs', 'localhost.pem'));
 
-    // espm_setup, as the operator runs it.
+    // espm_setup, as the operator runs it; the config pointed at the console double and the real CA.
     espmPort = await freePort();
-    const configDir = join(work, 'espm');
-    const configPath = join(configDir, 'espm.ini');
-    const setup = await timed('espm_setup', () =>
-      execa(
-        ESPM_SETUP,
-        ['--hostname', 'localhost', '--ip', '127.0.0.1', '--host', '127.0.0.1', '-p', String(espmPort),
-          '-d', configDir, '-c', join(configDir, 'certs'), '--state-dir', join(work, 'state')],
-        { reject: false },
-      ),
-    );
-    if (setup.exitCode !== 0) throw new Error(`espm_setup exited ${setup.exitCode}: ${setup.stderr}`);
-    announcement = parseAnnouncement(setup.stdout);
+    announcement = await timed('espm_setup', () => runEspmSetup(work, espmPort));
+    await editEspmConfig(announcement.configPath, await realBackendConfig(master));
 
-    // Point the config at the console double and the real CA; keep it 0600.
-    const parsed = ini.parse(await readFile(configPath, 'utf8')) as Record<string, Record<string, unknown>>;
-    parsed['classifier'] = {
-      ...parsed['classifier'],
-      rake: rake!,
-      rakefile: CONSOLE_RAKEFILE,
-      cwd: consoleDouble.dir,
-      rails_env: 'production',
-      ...(ruby.startsWith('/') ? { ruby } : {}),
-    };
-    parsed['ca'] = {
-      ...parsed['ca'],
-      backend: 'puppetserver-ca',
-      puppetserver: '/usr/bin/puppetserver',
-      puppet: '/usr/bin/puppet',
-      config: server.confPath,
-      ssldir: server.ssldir,
-    };
-    await writeFile(configPath, ini.stringify(parsed), { mode: 0o600 });
-    await chmod(configPath, 0o600);
-
-    await timed('espm start (until "listening")', async () => {
-      espm = execa(ESPM, ['-c', configPath], { reject: false });
-      espm.stdout!.on('data', (chunk: Buffer) => (espmOut += chunk.toString()));
-      espm.stderr!.on('data', (chunk: Buffer) => (espmErr += chunk.toString()));
-      let exited = false;
-      void espm.then(() => (exited = true));
-      await waitFor(() => espmOut.includes('"msg":"listening"') || exited, 'espm to log "listening"');
-      if (!espmOut.includes('"msg":"listening"')) throw new Error(`espm did not start: ${espmErr}`);
-    });
-    call = platformClient(espmPort, announcement.certificate, announcement.psk);
+    espm = await timed('espm start (until "listening")', () => startEspmProcess(announcement.configPath, 20_000));
+    call = pinnedClient({ port: espmPort, certificate: announcement.certificate, psk: announcement.psk });
     timings.push(['beforeAll total', Date.now() - started]);
   }, 180_000);
 
   afterAll(async () => {
-    if (espm !== undefined && espm.exitCode === undefined) espm.kill('SIGKILL');
-    await espm;
+    if (espm !== undefined && !espm.exited()) espm.child.kill('SIGKILL');
+    await espm?.child;
     await server?.stop();
     await consoleDouble?.remove();
     if (work !== undefined) await rm(work, { recursive: true, force: true });
@@ -309,7 +159,7 @@ describeE2e('launch and terminate a server through espm, on a real puppetserver 
       const stranger = await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', '/dev/null',
         '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { reject: false });
       expect(stranger.exitCode).toBe(0);
-      await expect(platformClient(espmPort, stranger.stdout, announcement.psk)('GET', '/v1/groups')).rejects.toThrow(
+      await expect(pinnedClient({ port: espmPort, certificate: stranger.stdout, psk: announcement.psk })('GET', '/v1/groups')).rejects.toThrow(
         /self[- ]signed certificate/i,
       );
     });
@@ -378,19 +228,12 @@ describeE2e('launch and terminate a server through espm, on a real puppetserver 
 
   it('the new server\'s first agent run applies the class with the console\'s parameter, sending no CSR', async () => {
     expect(issued).toBeDefined();
-    await timed('install certificate into the agent ssldir', () =>
-      server.installAgentCertificate(agentDir, nodeName, {
-        certificate: issued.certificate,
-        privateKey: issued.private_key,
-        caCertificate: issued.ca_certificate,
-      }),
-    );
     const logBefore = await server.accessLog();
     // espm's `puppetserver ca generate` submitted one CSR of its own.
     expect(accessLines(logBefore, `certificate_request/${nodeName}`)).toHaveLength(1);
     const csrsBefore = accessLines(logBefore, 'certificate_request').length;
 
-    const run = await timed('puppet agent --onetime (pre-generated cert)', () => server.agent(nodeName, agentDir));
+    const run = await timed('certificate into the agent ssldir + puppet agent --onetime', () => firstAgentRun(master, nodeName, issued));
     if (run.exitCode !== 2) {
       throw new Error(`agent exited ${run.exitCode} (expected 2)\n${run.stdout}\n${run.stderr}`);
     }
@@ -473,11 +316,10 @@ describeE2e('launch and terminate a server through espm, on a real puppetserver 
     });
 
     await timed('espm SIGTERM → exit', async () => {
-      espm!.kill('SIGTERM');
-      const result = await espm!;
+      const result = await stopEspmProcess(espm!);
       expect(result.exitCode).toBe(0);
     });
-    expect(espmOut).toContain('"msg":"stopped"');
-    for (const secret of [announcement.psk, 'PRIVATE KEY']) expect(espmOut.includes(secret)).toBe(false);
+    expect(espmOut()).toContain('"msg":"stopped"');
+    for (const secret of [announcement.psk, 'PRIVATE KEY']) expect(espmOut().includes(secret)).toBe(false);
   }, 120_000);
 });
