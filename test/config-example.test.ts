@@ -13,7 +13,22 @@ describe('etc/espm.ini.example', () => {
         expect([section, key, parsed[section]?.[key]]).toEqual([section, key, typeof value === 'boolean' ? expect.anything() : String(value)]);
       }
     }
-    expect(Object.keys(parsed['server']!)).toEqual(['host', 'port', 'cert', 'key', 'psk', 'allow']);
+    expect(Object.keys(parsed['server']!)).toEqual([
+      'host',
+      'port',
+      'cert',
+      'key',
+      'psk',
+      'allow',
+      'handshake_timeout',
+      'first_request_timeout',
+      'headers_timeout',
+      'request_timeout',
+      'keepalive_timeout',
+      'drain_timeout',
+      'max_connections',
+      'max_connections_per_address',
+    ]);
     const dir = await mkdtemp(join(tmpdir(), 'espm-example-'));
     try {
       await writeFile(join(dir, 'espm.ini'), text);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import ini from 'ini';
 import { ConfigError, DEFAULTS, loadConfig, parseConfig } from '../src/config.js';
 import { renderConfig } from '../src/setup/ini.js';
+import { CONNECTION_DEFAULTS, connectionLimits } from '../src/http/connection-guard.js';
 import { detectBackends } from '../src/setup/detect.js';
 import { emptyProbe } from './support/espm.js';
 
@@ -23,7 +24,7 @@ function errorOf(fn: () => unknown): string {
 describe('parseConfig', () => {
   it('fills in every default from DEFAULTS, converting seconds to ms', () => {
     const c = parseConfig(minimal, '/x/espm.ini');
-    expect(c.server).toEqual({ ...minimal.server, host: '0.0.0.0', port: 8443, allow: [] });
+    expect(c.server).toEqual({ ...minimal.server, host: '0.0.0.0', port: 8443, allow: [], ...CONNECTION_DEFAULTS, drainTimeoutMs: 15_000 });
     expect(c.classifier).toEqual({
       backend: 'dashboard-rake',
       rake: '/opt/puppet/bin/rake',
@@ -216,7 +217,10 @@ describe('espm.ini of the previous release', () => {
     expect((await readdir(fixtures)).filter((f) => f.endsWith('.ini'))).toHaveLength(3);
     const before = JSON.parse(await readFile(new URL(`${name}.config.json`, fixtures), 'utf8'), (_key, value: unknown) => value ?? undefined);
     const { puppetdb, autosign, ...config } = await load(name);
-    expect({ ...config, path: before.path }).toEqual(before);
+    // The [server] connection limits and timeouts are new (issue #18): their defaults apply.
+    const server = Object.fromEntries(Object.entries(config.server).filter(([key]) => !(key in CONNECTION_DEFAULTS) && key !== 'drainTimeoutMs'));
+    expect({ ...config, server, path: before.path }).toEqual(before);
+    expect({ ...connectionLimits(config.server), drainTimeoutMs: config.server.drainTimeoutMs }).toEqual({ ...CONNECTION_DEFAULTS, drainTimeoutMs: 15_000 });
     expect(puppetdb).toEqual({ url: undefined, timeoutMs: DEFAULTS.puppetdb.timeout * 1000 });
     expect(autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined });
   });

@@ -69,6 +69,11 @@ describe('espm over HTTPS', () => {
       classifier: { backend: 'dashboard-rake' },
       ca: { backend: 'puppet-cert' },
       ledger: { nodes: { present: 0, uncertain: 0 }, certificates: { present: 0, uncertain: 0 } },
+      connections: {
+        open: expect.any(Number),
+        refused: { total: 0, per_address_limit: 0, total_limit: 0, not_allowed: 0 },
+        timed_out: { handshake: 0, first_request: 0, request: 0 },
+      },
     });
   });
 
@@ -194,12 +199,10 @@ describe('espm over HTTPS', () => {
     expect(await handshake('TLSv1.1')).toMatch(/^error: .*(protocol version|unsupported protocol)/i);
   });
 
-  it('answers 403 to addresses outside [server] allow, before authentication', async () => {
+  it('refuses addresses outside [server] allow when they connect, before any TLS handshake (issue #18)', async () => {
     await espm.stop();
     espm = await startEspm({ server: { allow: '192.0.2.0/24, 2001:db8::/32' } });
-    const res = await api().get('/v1/status').ca(espm.setup.plan.certificate).set('Authorization', espm.authorization);
-    expect(res.status).toBe(403);
-    expect(JSON.parse(res.text)).toMatchObject({ code: 'forbidden', detail: 'client address 127.0.0.1 is not in [server] allow' });
+    await expect(get(espm, '/v1/status', { authorization: espm.authorization })).rejects.toThrow(/ECONNRESET|socket hang up/);
     await espm.stop();
     espm = await startEspm({ server: { allow: '127.0.0.0/8' } });
     const ok = await api().get('/v1/status').ca(espm.setup.plan.certificate).set('Authorization', espm.authorization);
@@ -261,10 +264,19 @@ describe('espm over HTTPS', () => {
       expect(res.status).toBe(200);
     });
 
-    it('applies a new allow-list', async () => {
-      await espm.setup.editConfig({ server: { allow: '192.0.2.0/24' } });
-      expect(espm.server.reload()).toBe(true);
-      expect((await get(espm, '/v1/status', { authorization: espm.authorization })).status).toBe(403);
+    it('applies a new allow-list: 403 on an open connection, refused at connect for a new one', async () => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        expect((await get(espm, '/v1/status', { agent, authorization: espm.authorization })).status).toBe(200);
+        await espm.setup.editConfig({ server: { allow: '192.0.2.0/24' } });
+        expect(espm.server.reload()).toBe(true);
+        const res = await get(espm, '/v1/status', { agent, authorization: espm.authorization });
+        expect({ status: res.status, reusedSocket: res.reusedSocket }).toEqual({ status: 403, reusedSocket: true });
+        expect(JSON.parse(res.body)).toMatchObject({ code: 'forbidden', detail: 'client address 127.0.0.1 is not in [server] allow' });
+        await expect(get(espm, '/v1/status', { authorization: espm.authorization })).rejects.toThrow(/ECONNRESET|socket hang up/);
+      } finally {
+        agent.destroy();
+      }
     });
   });
 });

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import ini from 'ini';
 import { CA_BACKENDS, DEFAULTS, loadConfig } from '../../src/config.js';
 import { renderConfig, type IniValues } from '../../src/setup/ini.js';
+import { CONNECTION_DEFAULTS } from '../../src/http/connection-guard.js';
 import { generateSelfSignedCertificate, randomSerialHex } from '../../src/setup/certificate.js';
 import { detectBackends, SETUP_CA_BACKENDS, type DetectionProbe } from '../../src/setup/detect.js';
 import { generatePsk } from '../../src/setup/psk.js';
@@ -275,6 +276,9 @@ describe('planSetup + writeSetup', () => {
       key: plan.keyPath,
       psk: plan.psk,
       allow: [],
+      // The connection limits and timeouts espm_setup leaves at their defaults (issue #18).
+      ...CONNECTION_DEFAULTS,
+      drainTimeoutMs: DEFAULTS.server.drain_timeout * 1000,
     });
     expect(config.state.dir).toBe(join(root, 'var'));
     const key = createPrivateKey(await readFile(plan.keyPath, 'utf8'));
