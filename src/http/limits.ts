@@ -13,8 +13,6 @@ export const HTTP_LIMITS = {
   authFailuresPerWindow: 10,
   /** Window of the authentication throttle, ms. */
   authFailureWindowMs: 60_000,
-  /** How long SIGTERM/SIGINT waits for in-flight requests before closing connections, ms. */
-  drainTimeoutMs: 15_000,
   /** Lowest TLS version the server accepts. */
   minTlsVersion: 'TLSv1.2',
 } as const;

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+import { DEFAULTS } from '../../src/config.js';
 import { itWith as itWithComponent } from '../support/components.js';
 import { freePort } from '../support/net.js';
 
@@ -34,8 +35,8 @@ const SUPERVISOR = join(ROOT, 'etc', 'supervisor', 'espm.conf');
 /** What every init file runs, as shipped. */
 const SHIPPED_BIN = '/usr/local/bin/espm';
 const SHIPPED_CONFIG = '/opt/espm/etc/espm.ini';
-/** espm's drain timeout (HTTP_LIMITS.drainTimeoutMs): every stop timeout must exceed it. */
-const DRAIN_S = 15;
+/** espm's default drain timeout, s (`[server] drain_timeout`): every stop timeout must exceed it. */
+const DRAIN_S = DEFAULTS.server.drain_timeout;
 
 /** Absolute path of an executable on PATH, or undefined. */
 async function which(tool: string): Promise<string | undefined> {
