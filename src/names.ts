@@ -1,5 +1,5 @@
 /**
- * What a certname, node group, class or parameter may be (DESIGN.md, "Names"). Everything a
+ * What a certname, node group, class or parameter may be (docs/design.md, "Names"). Everything a
  * caller sends is checked here before any process runs; anything else is a 400.
  *
  * @packageDocumentation

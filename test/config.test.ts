@@ -239,7 +239,7 @@ describe('loadConfig', () => {
   });
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
-  it('round-trips what renderConfig writes (every key of DESIGN.md)', async () => {
+  it('round-trips what renderConfig writes (every key of docs/design.md "Config")', async () => {
     const detection = detectBackends(emptyProbe);
     const text = renderConfig({
       server: { host: '0.0.0.0', port: 8443, cert: '/a/espm.crt', key: '/a/espm.key', psk: PSK, allow: '' },

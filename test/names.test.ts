@@ -2,7 +2,7 @@ import { certnameSchema, classNameSchema, groupNameSchema, nodeRequestSchema, pa
 
 const ok = (schema: { safeParse(v: unknown): { success: boolean } }, v: unknown) => schema.safeParse(v).success;
 
-describe('names (DESIGN.md rules)', () => {
+describe('names (docs/design.md rules)', () => {
   it.each(['web01', 'web01.example.test', 'a', 'a-b_c.d9', 'x'.repeat(253)])('certname %s is valid', (v) => {
     expect(ok(certnameSchema, v)).toBe(true);
   });

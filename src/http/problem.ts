@@ -1,6 +1,6 @@
 /**
  * RFC 9457 problem details (`application/problem+json`), the shape of every error answer:
- * `{"type","title","status","detail","code"}`. Clients key on `code` (DESIGN.md, HTTP
+ * `{"type","title","status","detail","code"}`. Clients key on `code` (docs/design.md, HTTP
  * contract v1).
  *
  * @packageDocumentation

@@ -6,7 +6,7 @@
  */
 import { BackendError } from '../backend.js';
 
-/** Problem codes the services raise (DESIGN.md, HTTP contract v1). */
+/** Problem codes the services raise (docs/design.md, "HTTP contract v1"). */
 export type ServiceErrorCode =
   | 'node_exists'
   | 'node_not_found'

@@ -1,7 +1,7 @@
 /**
  * Which Puppet this master runs, for the backend defaults `espm_setup` writes.
  *
- * Rules (issue #2, DESIGN.md): `/opt/puppet/bin/rake` present → Puppet Enterprise 2.x/3.x
+ * Rules (issue #2, docs/design.md "Today's Puppet"): `/opt/puppet/bin/rake` present → Puppet Enterprise 2.x/3.x
  * (console rake tasks + `puppet cert`, PE paths); else a `puppetserver` on PATH → Puppet ≥ 6
  * (`puppetserver ca`, with the paths of the package that provides it); else the PE defaults.
  * `espm_setup --ca-backend` overrides the CA backend chosen; the paths still come from detection.

@@ -1,6 +1,6 @@
 /**
  * Proves the fidelity of test/fixtures/puppet-cert/puppet, the Puppet 2.7.12 (PE 2.5)
- * `puppet cert` double, against /work/shared/reference/puppet-ca.md: exact output lines
+ * `puppet cert` double, against docs/reference/puppet-ca.md: exact output lines
  * (coloured by default, plain with --color false), exit codes, the ssldir layout, real X.509
  * checked with the openssl CLI, the CRL, the knobs and the invocation log.
  */

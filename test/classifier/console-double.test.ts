@@ -1,6 +1,6 @@
 /**
  * Fidelity of the PE console double (test/fixtures/console/) to
- * ../shared/reference/dashboard-rake.md, for every version knob: real `rake` runs the double's
+ * docs/reference/dashboard-rake.md, for every version knob: real `rake` runs the double's
  * Rakefile with cwd = a fresh temp dir (the double seeds its store there).
  */
 import { accessSync, constants } from 'node:fs';

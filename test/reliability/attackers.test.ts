@@ -1,5 +1,5 @@
 /**
- * Attackers (issue #6, DESIGN.md "HTTP contract" and "Config"): PSK guessing is throttled per
+ * Attackers (issue #6, docs/design.md "HTTP contract v1" and "Config"): PSK guessing is throttled per
  * client address; the PSK comparison hashes both sides (no length or value oracle); TLS below
  * 1.2 is refused; another deployment's PSK is worthless here; espm refuses to start with a
  * config or TLS key that group/others can read; and no PSK or private key ever reaches a log.

@@ -1,5 +1,5 @@
 /**
- * Bad input never reaches a backend (issue #6, DESIGN.md "Names … Rejected before any process
+ * Bad input never reaches a backend (issue #6, docs/design.md "Names … Rejected before any process
  * runs"; "Bodies are JSON (limit 64 KiB)"; "Errors are RFC 9457 problem+json").
  *
  * A table-driven corpus of requests across every route, sent raw (any method, path, header
@@ -11,7 +11,7 @@
  *
  * The corpus runs twice: on a fresh state directory (no ledger file) and with a node and a
  * certificate owned (a populated ledger, warm list caches). Odd query strings on the list
- * routes, which DESIGN.md does not make errors, get their own table: served from the cache,
+ * routes, which docs/design.md does not make errors, get their own table: served from the cache,
  * nothing spawned, the query never logged.
  *
  */
@@ -27,7 +27,7 @@ import { fileBytes, ledgerBytes, rawRequest, waitFor, type RawAnswer } from './s
 const rake = await findRake();
 const describeWithRake = describeWith('rake (Debian packages ruby rake)', rake === undefined ? 'rake is not on PATH' : undefined);
 
-/** One request of the corpus and the answer DESIGN.md requires. */
+/** One request of the corpus and the answer docs/design.md requires. */
 interface Case {
   what: string;
   method: string;
@@ -51,7 +51,7 @@ function rawJson(what: string, method: string, path: string, text: string | Buff
   return { what, method, path, body: text, headers: JSON_TYPE, status, code };
 }
 
-/** Certnames (= node names) DESIGN.md refuses: `^[a-z0-9](?:[a-z0-9._-]{0,251}[a-z0-9])?$`, no `..`. */
+/** Certnames (= node names) docs/design.md ("Names") refuses: `^[a-z0-9](?:[a-z0-9._-]{0,251}[a-z0-9])?$`, no `..`. */
 const BAD_CERTNAMES: Array<[string, string]> = [
   ['shell ;', 'web01;rm -rf /'],
   ['shell |', 'web01|id'],
@@ -483,7 +483,7 @@ describeWithRake(`bad input never reaches a backend (${CORPUS.length} requests, 
     ];
     it.each([...CORPUS, ...ownedCases])('$what', (c) => check(c));
 
-    /** Query strings DESIGN.md does not make errors: `refresh` is only `true`/`1`. */
+    /** Query strings docs/design.md does not make errors: `refresh` is only `true`/`1`. */
     const ODD_QUERIES = [
       'refresh=yes',
       'refresh=TRUE',

@@ -1,5 +1,5 @@
 /**
- * Concurrency (issue #6, DESIGN.md): one operation per name at a time; `node_exists` for any
+ * Concurrency (issue #6, docs/design.md "Ownership"): one operation per name at a time; `node_exists` for any
  * node of that name; CA operations one at a time; classifier list calls coalesced and never
  * held up by a create. Against the real backends' doubles (console double run by real rake,
  * puppet cert 2.7 double), over HTTPS.

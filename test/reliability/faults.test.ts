@@ -1,5 +1,5 @@
 /**
- * Backend faults (issue #6, DESIGN.md "Backends"): every command has a timeout and is killed
+ * Backend faults (issue #6, docs/design.md "Layers" and "Errors"): every command has a timeout and is killed
  * at it (504 `backend_timeout`, ownership uncertain), the daemon keeps answering meanwhile;
  * a tool's failure is a 502 `backend_failed` carrying the tool's words; a create that fails
  * half-way is rolled back; a missing binary is a clear 503 `backend_unavailable` and a start-up warning; each

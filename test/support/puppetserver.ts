@@ -2,7 +2,7 @@
  * Test harness: a real, throw-away Puppet Server (Debian bookworm packages `puppetserver` 7.9.5
  * and `puppet-agent` 7.23) with all of its state under one temporary directory.
  *
- * Follows `real-puppetserver.sh`: no systemd, the JVM runs in the foreground as a detached child
+ * Follows docs/reference/real-puppetserver.md (`real-puppetserver.sh`): no systemd, the JVM runs in the foreground as a detached child
  * of the test process, the CA is created offline with `puppetserver ca setup`, and agents use
  * pre-generated certificates (no CSR, no signing wait).
  *

@@ -1,6 +1,6 @@
 /**
  * Certificate routes: `POST /v1/certificates`, `GET /v1/certificates/{certname}`,
- * `DELETE /v1/certificates/{certname}` (DESIGN.md, HTTP contract v1). Service errors thrown
+ * `DELETE /v1/certificates/{certname}` (docs/design.md, "HTTP contract v1"). Service errors thrown
  * here become problem+json in the app's error handler.
  *
  * @packageDocumentation

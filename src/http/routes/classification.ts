@@ -1,6 +1,6 @@
 /**
  * Classification routes: `GET /v1/groups`, `GET /v1/classes`, `POST /v1/nodes`,
- * `GET /v1/nodes/{name}`, `DELETE /v1/nodes/{name}` (DESIGN.md, HTTP contract v1).
+ * `GET /v1/nodes/{name}`, `DELETE /v1/nodes/{name}` (docs/design.md, "HTTP contract v1").
  * Service errors thrown here become problem+json in the app's error handler.
  *
  * @packageDocumentation

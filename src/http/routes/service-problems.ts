@@ -1,5 +1,5 @@
 /**
- * The HTTP status of each service error code (DESIGN.md, HTTP contract v1), and the one
+ * The HTTP status of each service error code (docs/design.md, "HTTP contract v1"), and the one
  * place where service errors become problem+json.
  *
  * @packageDocumentation

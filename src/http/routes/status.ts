@@ -1,5 +1,5 @@
 /**
- * `GET /v1/status`: version, uptime and backends (DESIGN.md, HTTP contract v1).
+ * `GET /v1/status`: version, uptime and backends (docs/design.md, "HTTP contract v1").
  *
  * @packageDocumentation
  */
