@@ -11,9 +11,11 @@
  * Classifier backends: `dashboard-rake` (the PE 2.x/3.x console's rake tasks); `sandbox` (a
  * seeded PE 2.5 console in pure TypeScript, JSON state in `<state dir>/sandbox/`, for
  * integration testing without a Puppet master — not for production, warned about at start-up).
+ * `enc` (open-source Puppet / OpenVox 6–8: `espm enc` is puppetserver's exec ENC for the nodes
+ * espm created; docs/design.md "`enc`").
  * A new backend adds its name here and its key block in `src/config/classifier.ts`.
  */
-export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox'] as const;
+export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox', 'enc'] as const;
 /**
  * CA backends: `puppet-cert` (`puppet cert`, Puppet ≤ 5), `puppetserver-ca` (`puppetserver ca`,
  * Puppet ≥ 6), `puppetserver-api` (Puppet Server's CA HTTP API, Puppet ≥ 6: no process per
@@ -66,6 +68,16 @@ export const DEBIAN_PATHS = {
   puppetserver: '/usr/bin/puppetserver',
   puppetConf: '/etc/puppet/puppet.conf',
   ssldir: '/var/lib/puppet/ssl',
+} as const;
+
+/**
+ * Paths of the `enc` classifier: the classification file the daemon writes for `espm enc`
+ * (outside the root-only config and state directories: puppetserver's user reads it) and the
+ * operator's groups file. Source: docs/design.md ("`enc`").
+ */
+export const ENC_PATHS = {
+  classificationFile: '/opt/espm/enc/classification.json',
+  groupsFile: '/opt/espm/etc/groups.yaml',
 } as const;
 
 /** Default location of the config written by `espm_setup` and read by `espm`. */
@@ -127,6 +139,18 @@ export const DEFAULTS = {
     worker_max_age: 3600,
     /** seconds a worker may sit idle before its database connection is refreshed (before the next task) */
     worker_idle_refresh: 600,
+    // enc (docs/design.md "`enc`")
+    /** the operator's YAML: top-level keys are the node groups */
+    groups_file: ENC_PATHS.groupsFile,
+    /** written by the daemon for `espm enc` (no secret; readable by its directory's group) */
+    classification_file: ENC_PATHS.classificationFile,
+    /** `environment` of espm's nodes in the ENC answer, and the one classes are listed from; empty = none (classes from `production`) */
+    environment: '',
+    /** the site's previous ENC command (Puppet splits it on whitespace); empty = `classes: {}` for other nodes */
+    fallback_enc: '',
+    /** the master's Puppet (its identity for `environment_classes`) */
+    puppet: AIO_PATHS.puppet,
+    puppet_conf: AIO_PATHS.puppetConf,
   },
   ca: {
     backend: 'puppet-cert' as CaBackendName,
