@@ -7,6 +7,7 @@
  */
 import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_CONFIG_DIR, DEFAULTS } from '../config.js';
 import { detectBackends, SETUP_CA_BACKENDS, type SetupCaBackendName } from '../setup/detect.js';
@@ -100,6 +101,7 @@ async function runSetup(options: SetupCliOptions): Promise<number> {
       port: options.port,
       hostname: options.hostname ?? (await machineFqdn()),
       ips: options.ip,
+      espmBin: fileURLToPath(new URL('../../bin/espm', import.meta.url)),
     },
     detection,
   );
@@ -120,6 +122,7 @@ async function runSetup(options: SetupCliOptions): Promise<number> {
     console.error(`espm_setup: ${(err as Error).message}`);
     return 1;
   }
+  if (plan.enc !== undefined) process.stdout.write(plan.enc.instructions);
   console.error(`espm_setup: ${detection.summary}`);
   return 0;
 }

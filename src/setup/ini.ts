@@ -24,6 +24,17 @@ export interface IniValues {
     cache_ttl: number;
     worker: 'on' | 'off';
     ruby: string;
+    /** enc only: the operator's groups YAML. */
+    groups_file?: string;
+    /** enc only: the file the daemon writes for `espm enc`. */
+    classification_file?: string;
+    /** enc only: environment of espm's nodes. */
+    environment?: string;
+    /** enc only: the site's previous ENC command; empty = none. */
+    fallback_enc?: string;
+    /** enc only: the master's puppet and puppet.conf (its identity for environment_classes). */
+    puppet?: string;
+    puppet_conf?: string;
   };
   ca: {
     backend: CaBackendName;
