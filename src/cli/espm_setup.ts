@@ -122,7 +122,8 @@ async function runSetup(options: SetupCliOptions): Promise<number> {
     console.error(`espm_setup: ${(err as Error).message}`);
     return 1;
   }
-  if (plan.enc !== undefined) process.stdout.write(plan.enc.instructions);
   console.error(`espm_setup: ${detection.summary}`);
+  // stdout stays what the platform is given; the operator's Puppet steps go with the summary.
+  if (plan.enc !== undefined) process.stderr.write(plan.enc.instructions);
   return 0;
 }
