@@ -175,7 +175,8 @@ export class EncClassifier implements Classifier {
     });
   }
 
-  async delete(name: string): Promise<'deleted' | 'absent'> {
+  /** The file finds the node by name: the receipt (`{}`) is not needed. */
+  async delete(name: string, _receipt?: Receipt | null): Promise<'deleted' | 'absent'> {
     return this.lock.runExclusive(async () => {
       const file = await this.readFile();
       if (!Object.hasOwn(file.nodes, name)) return 'absent';
