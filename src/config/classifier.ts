@@ -96,10 +96,11 @@ const commandLine = z
 const encKeys = {
   groups_file: absolutePath.default(d.groups_file),
   classification_file: absolutePath.default(d.classification_file),
-  environment: z.string().trim().regex(/^(?:[a-z0-9_]+)?$/, 'must be a Puppet environment name (or empty)').default(d.environment),
+  // No default: an enc answer names an environment only when the operator sets one.
+  environment: z.string().trim().regex(/^(?:[a-z0-9_]+)?$/, 'must be a Puppet environment name (or empty)').optional(),
   fallback_enc: commandLine.default(d.fallback_enc),
   puppet: absolutePath.default(d.puppet),
-  puppet_conf: absolutePath.default(d.puppet_conf),
+  config: absolutePath.default(d.config),
   api_url: optionalHttpsOrigin('ask puppet'),
   api_cert: optionalAbsolutePath('ask puppet'),
   api_key: optionalAbsolutePath('ask puppet'),
@@ -113,13 +114,13 @@ function encSettings(k: z.output<z.ZodObject<typeof encKeys>>) {
     /** Absolute path of the classification file the daemon writes for `espm enc`. */
     classificationFile: k.classification_file,
     /** Environment of espm's nodes; undefined = none in the ENC answer (classes listed from `production`). */
-    environment: k.environment === '' ? undefined : k.environment,
+    environment: k.environment === '' || k.environment === undefined ? undefined : k.environment,
     /** The site's previous ENC as an argv (Puppet appends the certname); empty = none. */
     fallbackEnc: k.fallback_enc === '' ? [] : k.fallback_enc.split(/\s+/),
     /** Absolute path of the master's `puppet` (asked for its identity). */
     puppet: k.puppet,
     /** Absolute path of the master's puppet.conf. */
-    puppetConf: k.puppet_conf,
+    puppetConf: k.config,
     /** The master, `https://HOST[:PORT]`; undefined = puppet's `server`/`masterport`. */
     apiUrl: k.api_url,
     /** Client certificate; undefined = puppet's `hostcert`. */

@@ -144,13 +144,12 @@ export const DEFAULTS = {
     groups_file: ENC_PATHS.groupsFile,
     /** written by the daemon for `espm enc` (no secret; readable by its directory's group) */
     classification_file: ENC_PATHS.classificationFile,
-    /** `environment` of espm's nodes in the ENC answer, and the one classes are listed from; empty = none (classes from `production`) */
-    environment: '',
     /** the site's previous ENC command (Puppet splits it on whitespace); empty = `classes: {}` for other nodes */
     fallback_enc: '',
-    /** the master's Puppet (its identity for `environment_classes`) */
+    /** the master's puppet (asked once for hostcert, hostprivkey, localcacert, server, masterport) */
     puppet: AIO_PATHS.puppet,
-    puppet_conf: AIO_PATHS.puppetConf,
+    /** the master's puppet.conf */
+    config: AIO_PATHS.puppetConf,
   },
   ca: {
     backend: 'puppet-cert' as CaBackendName,

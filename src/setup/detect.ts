@@ -199,7 +199,7 @@ export function detectBackends(
         environment: 'production',
         fallback_enc: '',
         puppet,
-        puppet_conf: paths.puppetConf,
+        config: paths.puppetConf,
       },
       ca: caValues({ ...peCa, puppet, puppetserver, config: paths.puppetConf, ssldir: paths.ssldir }, backend),
     };

@@ -32,9 +32,9 @@ export interface IniValues {
     environment?: string;
     /** enc only: the site's previous ENC command; empty = none. */
     fallback_enc?: string;
-    /** enc only: the master's puppet and puppet.conf (its identity for environment_classes). */
+    /** enc: the master's puppet and puppet.conf (its identity for environment_classes). */
     puppet?: string;
-    puppet_conf?: string;
+    config?: string;
   };
   ca: {
     backend: CaBackendName;

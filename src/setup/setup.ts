@@ -172,7 +172,7 @@ default: {}
  */
 function encPlan(classifier: IniValues['classifier'], configDir: string, stateDir: string, options: SetupOptions) {
   const classificationFile = join(dirname(stateDir), 'enc', 'classification.json');
-  const puppetConf = classifier.puppet_conf ?? '/etc/puppet/puppet.conf';
+  const puppetConf = classifier.config ?? '/etc/puppet/puppet.conf';
   const authConf = puppetConf.startsWith('/etc/puppetlabs/') ? '/etc/puppetlabs/puppetserver/conf.d/auth.conf' : '/etc/puppet/puppetserver/conf.d/auth.conf';
   const espm = options.espmBin ?? '/usr/bin/espm';
   const instructions = [

@@ -97,7 +97,7 @@ describe('detectBackends', () => {
   it('open-source Puppet from Debian (puppetserver in /usr/bin, no PE console): enc + puppetserver-api, Debian paths', () => {
     const d = detectBackends(probe(['/usr/bin/puppetserver', '/usr/bin/puppet']));
     expect(d.found).toBe('open-source');
-    expect(d.classifier).toMatchObject({ backend: 'enc', puppet: '/usr/bin/puppet', puppet_conf: '/etc/puppet/puppet.conf', environment: 'production', fallback_enc: '' });
+    expect(d.classifier).toMatchObject({ backend: 'enc', puppet: '/usr/bin/puppet', config: '/etc/puppet/puppet.conf', environment: 'production', fallback_enc: '' });
     expect(d.ca).toMatchObject({
       backend: 'puppetserver-api',
       puppetserver: '/usr/bin/puppetserver',
@@ -109,7 +109,7 @@ describe('detectBackends', () => {
 
   it('open-source Puppet / OpenVox from the /opt/puppetlabs packages', () => {
     const d = detectBackends(probe(['/opt/puppetlabs/bin/puppetserver'], [], '/opt/puppetlabs/bin:/usr/bin'));
-    expect(d.classifier).toMatchObject({ backend: 'enc', puppet: '/opt/puppetlabs/bin/puppet', puppet_conf: '/etc/puppetlabs/puppet/puppet.conf' });
+    expect(d.classifier).toMatchObject({ backend: 'enc', puppet: '/opt/puppetlabs/bin/puppet', config: '/etc/puppetlabs/puppet/puppet.conf' });
     expect(d.ca).toMatchObject({
       backend: 'puppetserver-api',
       puppetserver: '/opt/puppetlabs/bin/puppetserver',

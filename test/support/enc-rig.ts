@@ -89,7 +89,7 @@ export function encClassifierKeys(master: RealPuppetserver, files: EncFiles): Re
     fallback_enc: files.fallbackEnc,
     environment: 'production',
     puppet: '/usr/bin/puppet',
-    puppet_conf: master.confPath,
+    config: master.confPath,
   };
 }
 
