@@ -5,7 +5,8 @@
  *
  * - groups = the NC's group names except espm's per-node groups; classes = the class names
  *   of `[classifier] environment`.
- * - create: ONE read of the groups → `NodeExistsError` when any group's rule names the node
+ * - create: ONE read of the groups (the service's list read of the same moment, when there is
+ *   one: {@link GROUPS_READ_REUSE_MS}) → `NodeExistsError` when any group's rule names the node
  *   (`["=","name",N]` anywhere in it); the chosen groups' ids; then ONE `POST /v1/groups` of the
  *   per-node group `espm: <N>` (parent `parent_group`, rule `["or",["=","name",N]]`, classes
  *   `{class: {}}`, variables = the parameters) and one pin per chosen group. A failure after
@@ -81,11 +82,20 @@ function parseReceipt(receipt: Receipt | null): NodeClassifierReceipt | undefine
   return { group_id: id, pinned: pinned as string[] };
 }
 
+/**
+ * How long a groups read stays good enough for a create's own checks, ms. The node service
+ * lists the groups (its cache, refreshed when a name is missing) just before it calls
+ * `create`: reusing that read keeps a create at one groups read. espm's own writes forget it.
+ */
+export const GROUPS_READ_REUSE_MS = 1000;
+
 /** The pe-node-classifier adapter. */
 export class PeNodeClassifier implements Classifier {
   readonly backend = 'pe-node-classifier';
   private readonly connect: () => Promise<{ api: NodeClassifierApi; client: PuppetHttpClient; identity: string }>;
   private client: PuppetHttpClient | undefined;
+  /** The last groups read, and when it was answered. */
+  private lastGroups: { at: number; groups: NcGroup[] } | undefined;
 
   /**
    * @param config - `[classifier]`: url, environment, parent_group, token_file, timeout, and
@@ -154,8 +164,15 @@ export class PeNodeClassifier implements Classifier {
     return { console: `${NODE_CLASSIFIER_SERVICE} ${this.config.url}`, groups: groups.length, auth: this.config.tokenFile === undefined ? 'certificate' : 'token' };
   }
 
+  /** `GET /v1/groups`, remembered for {@link GROUPS_READ_REUSE_MS}. */
+  private async readGroups(api: NodeClassifierApi): Promise<NcGroup[]> {
+    const groups = await api.groups();
+    this.lastGroups = { at: Date.now(), groups };
+    return groups;
+  }
+
   async listGroups(): Promise<string[]> {
-    const groups = await (await this.api()).groups();
+    const groups = await this.readGroups(await this.api());
     return [...new Set(groups.filter((g) => !isPerNodeGroup(g)).map((g) => g.name))].sort();
   }
 
@@ -170,7 +187,9 @@ export class PeNodeClassifier implements Classifier {
 
   async create(c: Classification): Promise<Receipt> {
     const api = await this.api();
-    const groups = await api.groups();
+    const recent = this.lastGroups;
+    const groups = recent !== undefined && Date.now() - recent.at <= GROUPS_READ_REUSE_MS ? recent.groups : await this.readGroups(api);
+    this.lastGroups = undefined; // espm writes now: no later create may trust this read
     const holder = groups.find((g) => ruleNames(g.rule, c.name));
     if (holder !== undefined) {
       throw new NodeExistsError(`node ${c.name} already exists in the Node Classifier: the rule of node group "${holder.name}" (${holder.id}) names it`);
@@ -224,6 +243,7 @@ export class PeNodeClassifier implements Classifier {
 
   async delete(name: string, receipt: Receipt | null): Promise<'deleted' | 'absent'> {
     const api = await this.api();
+    this.lastGroups = undefined;
     const recorded = parseReceipt(receipt);
     let group: NcGroup | undefined;
     let pinned: string[];
@@ -237,7 +257,8 @@ export class PeNodeClassifier implements Classifier {
       pinned = recorded.pinned;
     } else {
       // An entry adopted by an operator: espm's group is found by its name and rule.
-      group = (await api.groups()).find((g) => isPerNodeGroupFor(g, name));
+      group = (await this.readGroups(api)).find((g) => isPerNodeGroupFor(g, name));
+      this.lastGroups = undefined;
       pinned = group === undefined ? [] : pinsOf(group);
     }
     for (const id of pinned) await api.unpin(id, name);
