@@ -121,5 +121,6 @@ async function runSetup(options: SetupCliOptions): Promise<number> {
     return 1;
   }
   console.error(`espm_setup: ${detection.summary}`);
+  for (const line of detection.instructions ?? []) console.error(`espm_setup: ${line}`);
   return 0;
 }

@@ -10,10 +10,11 @@
 /**
  * Classifier backends: `dashboard-rake` (the PE 2.x/3.x console's rake tasks); `sandbox` (a
  * seeded PE 2.5 console in pure TypeScript, JSON state in `<state dir>/sandbox/`, for
- * integration testing without a Puppet master — not for production, warned about at start-up).
+ * integration testing without a Puppet master — not for production, warned about at start-up);
+ * `pe-node-classifier` (PE 2016–2025: the Node Classifier service's API v1, one per-node group).
  * A new backend adds its name here and its key block in `src/config/classifier.ts`.
  */
-export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox'] as const;
+export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox', 'pe-node-classifier'] as const;
 /**
  * CA backends: `puppet-cert` (`puppet cert`, Puppet ≤ 5), `puppetserver-ca` (`puppetserver ca`,
  * Puppet ≥ 6), `puppetserver-api` (Puppet Server's CA HTTP API, Puppet ≥ 6: no process per
@@ -127,6 +128,15 @@ export const DEFAULTS = {
     worker_max_age: 3600,
     /** seconds a worker may sit idle before its database connection is refreshed (before the next task) */
     worker_idle_refresh: 600,
+    // pe-node-classifier (url has no default: espm_setup writes the console's)
+    /** the environment whose classes are listed and of espm's per-node groups */
+    environment: 'production',
+    /** id of the group espm's per-node groups are made under (PE's "All Nodes" root group) */
+    parent_group: '00000000-0000-4000-8000-000000000000',
+    /** the master's puppet (asked once for hostcert, hostprivkey, localcacert) */
+    puppet: AIO_PATHS.puppet,
+    /** the master's puppet.conf */
+    config: AIO_PATHS.puppetConf,
   },
   ca: {
     backend: 'puppet-cert' as CaBackendName,

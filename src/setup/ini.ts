@@ -14,16 +14,25 @@ import type { CaBackendName, ClassifierBackendName } from '../config.js';
  */
 export interface IniValues {
   server: { host: string; port: number; cert: string; key: string; psk: string; allow: string };
+  /** dashboard-rake's keys for that backend (and, as always, the default); the Node Classifier's for pe-node-classifier. */
   classifier: {
     backend: ClassifierBackendName;
-    rake: string;
-    rakefile: string;
-    rails_env: string;
-    cwd: string;
+    rake?: string;
+    rakefile?: string;
+    rails_env?: string;
+    cwd?: string;
     timeout: number;
     cache_ttl: number;
-    worker: 'on' | 'off';
-    ruby: string;
+    worker?: 'on' | 'off';
+    ruby?: string;
+    /** pe-node-classifier: `https://<console>:4433/classifier-api` */
+    url?: string;
+    /** pe-node-classifier: environment of the per-node groups and the classes listed */
+    environment?: string;
+    /** pe-node-classifier: id of the per-node groups' parent */
+    parent_group?: string;
+    /** pe-node-classifier: RBAC token file; empty = the master's certificate */
+    token_file?: string;
   };
   ca: {
     backend: CaBackendName;
@@ -46,6 +55,8 @@ export interface IniValues {
     /** puppetserver-api only: CA bundle verifying the server; empty = puppet's `localcacert`. */
     api_ca?: string;
   };
+  /** Written only when detection found PuppetDB (PE ≥ 2016). */
+  puppetdb?: { url: string; timeout: number };
   state: { dir: string };
   log: { level: string; format: string };
 }
