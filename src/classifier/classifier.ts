@@ -46,6 +46,19 @@ export class NodeExistsError extends Error {
   }
 }
 
+/**
+ * `delete`: what the receipt points at is no longer what espm made (e.g. the Node
+ * Classifier's group at the recorded id no longer carries espm's name and rule). The adapter
+ * reports the fact and changes nothing; the service decides (ownership uncertain, 409).
+ */
+export class NotOwnedError extends Error {
+  override readonly name = 'NotOwnedError';
+  /** @param reason - what was found instead, for the problem detail */
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
 /** The console (ENC) espm classifies nodes in. */
 export interface Classifier {
   /** The backend name of `[classifier] backend`. */
@@ -86,6 +99,8 @@ export interface Classifier {
    * @param receipt - what `create` returned, as the ledger kept it; null for an entry adopted
    *   by an operator or migrated without one (the adapter then works from the name)
    * @returns `deleted`, or `absent` when the console has no such node (already gone)
+   * @throws {@link NotOwnedError} when what the receipt points at is no longer espm's
+   *   (nothing changed)
    * @throws {@link ClassifierError}
    */
   delete(name: string, receipt: Receipt | null): Promise<'deleted' | 'absent'>;

@@ -11,6 +11,7 @@ import type { Logger } from '../logger.js';
 import type { Classifier } from './classifier.js';
 import { DashboardRakeClassifier } from './dashboard-rake.js';
 import { EncClassifier } from './enc.js';
+import { PeNodeClassifier } from './pe-node-classifier.js';
 import { SandboxClassifier } from './sandbox.js';
 
 /**
@@ -30,5 +31,7 @@ export function createClassifier(config: Config['classifier'], runner: CommandRu
       return new SandboxClassifier(stateDir, logger === undefined ? {} : { logger });
     case 'enc':
       return new EncClassifier(config, runner, logger);
+    case 'pe-node-classifier':
+      return new PeNodeClassifier(config, runner, logger);
   }
 }

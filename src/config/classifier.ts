@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { backendSection } from './backend-section.js';
 import { CLASSIFIER_BACKENDS, DEFAULTS } from './defaults.js';
-import { absolutePath, flag, optionalAbsolutePath, optionalHttpsOrigin, seconds } from './values.js';
+import { absolutePath, flag, httpsBaseUrl, optionalAbsolutePath, optionalHttpsOrigin, seconds } from './values.js';
 
 const d = DEFAULTS.classifier;
 
@@ -85,6 +85,54 @@ const sandbox = z
   .strictObject({ backend: z.literal('sandbox'), ...commonKeys })
   .transform((k) => ({ ...CARRIED, backend: k.backend, ...commonSettings(k) }));
 
+// --- pe-node-classifier: PE's Node Classifier API v1 (docs/design.md "pe-node-classifier")
+
+/** A node group id as the Node Classifier writes it (a UUID). */
+const groupId = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a node group id (a UUID)');
+
+const nodeClassifierKeys = {
+  url: httpsBaseUrl,
+  environment: z.string().trim().regex(/^\w+$/, 'must be a Puppet environment name').default(d.environment),
+  parent_group: groupId.default(d.parent_group),
+  token_file: optionalAbsolutePath('authenticate with the master\'s certificate'),
+  puppet: absolutePath.default(d.puppet),
+  config: absolutePath.default(d.config),
+  api_cert: optionalAbsolutePath('ask puppet'),
+  api_key: optionalAbsolutePath('ask puppet'),
+  api_ca: optionalAbsolutePath('ask puppet'),
+};
+
+function nodeClassifierSettings(k: z.output<z.ZodObject<typeof nodeClassifierKeys>>) {
+  return {
+    /** Base URL of the Node Classifier, `https://<console>:4433/classifier-api` (no trailing slash). */
+    url: k.url,
+    /** Environment of espm's per-node groups and of the classes listed. */
+    environment: k.environment,
+    /** Id of the group espm's per-node groups are made under. */
+    parentGroup: k.parent_group,
+    /** Absolute path of a file holding an RBAC token (sent as `X-Authentication`); undefined = the master's certificate. */
+    tokenFile: k.token_file,
+    /** Absolute path of the master's `puppet` (asked for hostcert, hostprivkey, localcacert). */
+    puppet: k.puppet,
+    /** Absolute path of the master's puppet.conf. */
+    puppetConfig: k.config,
+    /** Client certificate; undefined = puppet's `hostcert`. */
+    apiCert: k.api_cert,
+    /** Its key; undefined = puppet's `hostprivkey`. */
+    apiKey: k.api_key,
+    /** CA bundle verifying the console; undefined = puppet's `localcacert`. */
+    apiCa: k.api_ca,
+  };
+}
+
+const peNodeClassifier = z
+  .strictObject({ backend: z.literal('pe-node-classifier'), ...commonKeys, ...nodeClassifierKeys })
+  .transform((k) => ({ ...CARRIED, backend: k.backend, ...commonSettings(k), ...nodeClassifierSettings(k) }));
+
 // --- enc: espm as puppetserver's exec ENC for the nodes it created (docs/design.md "`enc`")
 
 /** A command line as Puppet's `external_nodes` takes it: split on whitespace, the first word an absolute path. */
@@ -137,11 +185,12 @@ const enc = z
   .transform((k) => ({ ...CARRIED, backend: k.backend, ...commonSettings(k), ...encSettings(k) }));
 
 /**
- * The `[classifier]` section: `backend` (default {@link DEFAULTS}`.classifier.backend`) chooses
+ * The ``[classifier]` section: `backend` (default {@link DEFAULTS}`.classifier.backend`) chooses
  * which keys are validated; the output is a union discriminated by `backend`.
  */
 export const classifierSection = backendSection(CLASSIFIER_BACKENDS, d.backend, {
   'dashboard-rake': dashboardRake,
   sandbox,
+  'pe-node-classifier': peNodeClassifier,
   enc,
 });

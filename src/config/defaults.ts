@@ -10,12 +10,13 @@
 /**
  * Classifier backends: `dashboard-rake` (the PE 2.x/3.x console's rake tasks); `sandbox` (a
  * seeded PE 2.5 console in pure TypeScript, JSON state in `<state dir>/sandbox/`, for
- * integration testing without a Puppet master — not for production, warned about at start-up).
+ * integration testing without a Puppet master — not for production, warned about at start-up);
+ * `pe-node-classifier` (PE 2016–2025: the Node Classifier service's API v1, one per-node group);
  * `enc` (open-source Puppet / OpenVox 6–8: `espm enc` is puppetserver's exec ENC for the nodes
  * espm created; docs/design.md "`enc`").
  * A new backend adds its name here and its key block in `src/config/classifier.ts`.
  */
-export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox', 'enc'] as const;
+export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox', 'pe-node-classifier', 'enc'] as const;
 /**
  * CA backends: `puppet-cert` (`puppet cert`, Puppet ≤ 5), `puppetserver-ca` (`puppetserver ca`,
  * Puppet ≥ 6), `puppetserver-api` (Puppet Server's CA HTTP API, Puppet ≥ 6: no process per
@@ -139,6 +140,11 @@ export const DEFAULTS = {
     worker_max_age: 3600,
     /** seconds a worker may sit idle before its database connection is refreshed (before the next task) */
     worker_idle_refresh: 600,
+    // pe-node-classifier (url has no default: espm_setup writes the console's)
+    /** the environment whose classes are listed and of espm's per-node groups */
+    environment: 'production',
+    /** id of the group espm's per-node groups are made under (PE's "All Nodes" root group) */
+    parent_group: '00000000-0000-4000-8000-000000000000',
     // enc (docs/design.md "`enc`")
     /** the operator's YAML: top-level keys are the node groups */
     groups_file: ENC_PATHS.groupsFile,

@@ -101,3 +101,22 @@ export function optionalHttpsOrigin(emptyMeans: string) {
     .optional()
     .transform((u) => (u === undefined || u === '' ? undefined : new URL(u).origin));
 }
+
+/**
+ * `https://HOST[:PORT][/path]` (a service's base URL, e.g. the Node Classifier's
+ * `https://console:4433/classifier-api`): no credentials, query or fragment; → the URL without
+ * a trailing slash.
+ */
+export const httpsBaseUrl = z
+  .string()
+  .trim()
+  .refine((value) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      return false;
+    }
+    return url.protocol === 'https:' && url.hostname !== '' && url.username === '' && url.password === '' && url.search === '' && url.hash === '';
+  }, 'must be an https:// URL such as https://console.example.com:4433/classifier-api (no query or credentials)')
+  .transform((value) => value.replace(/\/+$/, ''));

@@ -8,12 +8,13 @@
  * rollback are the adapter's) · ledger `present` with the adapter's receipt. An outcome-unknown
  * failure (`timeout`, `interrupted`) leaves the name `uncertain`; any other failure removes
  * the entry. Delete: owned and present only (404 otherwise, 409 when uncertain), with the
- * stored receipt. Source of truth: docs/design.md ("Ownership").
+ * stored receipt; when the adapter finds the receipt's object is no longer what espm made
+ * (`NotOwnedError`), the name becomes `uncertain` (409). Source of truth: docs/design.md ("Ownership").
  * One operation per name at a time.
  *
  * @packageDocumentation
  */
-import { ClassifierError, NodeExistsError, type Classifier } from '../classifier/classifier.js';
+import { ClassifierError, NodeExistsError, NotOwnedError, type Classifier } from '../classifier/classifier.js';
 import { outcomeUnknown } from '../backend.js';
 import type { Logger } from '../logger.js';
 import type { NodeRequest } from '../names.js';
@@ -214,6 +215,16 @@ export class NodeService {
         outcome = await this.classifier.delete(name, entry.receipt);
         await this.options.afterBackend?.();
       } catch (err) {
+        if (err instanceof NotOwnedError) {
+          // What espm created was changed into something else behind its back: not espm's to delete.
+          await this.ledger.markUncertain('node', name);
+          this.options.logger?.warn({ node: name }, 'the node\'s backend object is no longer espm\'s: ownership uncertain');
+          throw new ServiceError(
+            'ownership_uncertain',
+            `espm will not delete node ${name}: ${err.reason}; ` +
+              'an operator must resolve it with `espm ledger adopt node NAME` or `espm ledger forget node NAME`',
+          );
+        }
         // A clean refusal leaves the node as it was; a timeout or an interruption leaves it
         // `deleting` (it may be gone): either way deleting again is safe.
         if (!(err instanceof ClassifierError && outcomeUnknown(err.failure))) await this.ledger.commit('node', name);

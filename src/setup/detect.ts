@@ -1,14 +1,17 @@
 /**
  * Which Puppet this master runs, for the backend defaults `espm_setup` writes.
  *
- * Rules (issue #2, docs/design.md "Today's Puppet"): `/opt/puppet/bin/rake` present → Puppet Enterprise 2.x/3.x
- * (console rake tasks + `puppet cert`, PE paths); else a `puppetserver` on PATH → Puppet ≥ 6
+ * Rules (issue #2, docs/design.md "Today's Puppet"): `/opt/puppet/bin/rake` present → Puppet
+ * Enterprise 2.x/3.x (console rake tasks + `puppet cert`, PE paths); else
+ * `/etc/puppetlabs/console-services` or `/opt/puppetlabs/server/apps/console-services` → PE
+ * 2016–2025 (`pe-node-classifier` at the console URL of the master's classifier.yaml,
+ * `puppetserver-api`, `[puppetdb] url` from puppetdb.conf); else a `puppetserver` on PATH → Puppet ≥ 6
  * (`puppetserver ca`, with the paths of the package that provides it); else the PE defaults.
  * `espm_setup --ca-backend` overrides the CA backend chosen; the paths still come from detection.
  *
  * @packageDocumentation
  */
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { AIO_PATHS, CA_BACKENDS, DEBIAN_PATHS, DEFAULTS, ENC_PATHS, PE_PATHS, type CaBackendName } from '../config.js';
 import type { IniValues } from './ini.js';
@@ -35,6 +38,8 @@ export interface DetectionProbe {
   isExecutable(path: string): boolean;
   /** True when `path` exists. */
   exists(path: string): boolean;
+  /** The text of `path`, or undefined when it cannot be read (default: nothing is readable). */
+  readText?(path: string): string | undefined;
   /** The PATH to search for `puppetserver`. */
   searchPath: string;
 }
@@ -55,6 +60,13 @@ export const systemProbe: DetectionProbe = {
       return true;
     } catch {
       return false;
+    }
+  },
+  readText(path) {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch {
+      return undefined;
     }
   },
   searchPath: process.env['PATH'] ?? '',
@@ -78,10 +90,10 @@ export function rootedProbe(root: string, searchPath = '/usr/local/sbin:/usr/loc
 /** The outcome of {@link detectBackends}. */
 export interface BackendDetection {
   /**
-   * `pe` (PE 2.x/3.x), `open-source` (puppetserver without a PE console: Puppet / OpenVox 6–8),
-   * `puppetserver` (Puppet ≥ 6 beside a PE ≥ 2016 console), or `none` (nothing found).
+   * `pe` (PE 2.x/3.x), `pe-nc` (PE 2016–2025), `open-source` (puppetserver without a PE console:
+   * Puppet / OpenVox 6–8), `puppetserver` (Puppet ≥ 6), or `none` (nothing found).
    */
-  found: 'pe' | 'open-source' | 'puppetserver' | 'none';
+  found: 'pe' | 'pe-nc' | 'open-source' | 'puppetserver' | 'none';
   /**
    * One line for the operator, e.g. `Puppet Enterprise console found (/opt/puppet/bin/rake): …`;
    * says `(chosen with --ca-backend)` when the CA backend was chosen by the operator.
@@ -91,6 +103,41 @@ export interface BackendDetection {
   classifier: IniValues['classifier'];
   /** `[ca]` keys of espm.ini; the puppetserver-api keys only when that backend is chosen. */
   ca: IniValues['ca'];
+  /** `[puppetdb]` keys, when this master has a PuppetDB espm should use (PE ≥ 2016). */
+  puppetdb?: IniValues['puppetdb'];
+  /** What the operator must do on the master before espm works (espm_setup never edits Puppet's files). */
+  instructions?: string[];
+}
+
+/** Where PE ≥ 2016 keeps its console services (either marks a PE 2016–2025 primary). */
+export const PE_CONSOLE_SERVICES_PATHS = ['/etc/puppetlabs/console-services', '/opt/puppetlabs/server/apps/console-services'] as const;
+/** The classifier terminus' settings on a PE primary (`server`, `port`, `prefix` of the NC). */
+export const PE_CLASSIFIER_YAML = '/etc/puppetlabs/puppet/classifier.yaml';
+/** PuppetDB's URLs as the PE primary's puppet uses them (`server_urls`). */
+export const PE_PUPPETDB_CONF = '/etc/puppetlabs/puppet/puppetdb.conf';
+/** The console's certificate allow-list on a PE primary. */
+export const PE_RBAC_ALLOWLIST = '/etc/puppetlabs/console-services/rbac-certificate-allowlist';
+
+/**
+ * The Node Classifier's base URL from the master's classifier.yaml (`server:`, `port:`,
+ * optional `prefix:`; the first entry of a list), or undefined when it cannot be read.
+ */
+export function consoleUrlFrom(classifierYaml: string | undefined): string | undefined {
+  if (classifierYaml === undefined) return undefined;
+  const value = (key: string): string | undefined => new RegExp(`^[\\s-]*${key}:\\s*["']?([^"'\\s#]+)`, 'm').exec(classifierYaml)?.[1];
+  const server = value('server');
+  if (server === undefined || !/^[A-Za-z0-9.:[\]-]+$/.test(server)) return undefined;
+  const port = value('port') ?? '4433';
+  const prefix = value('prefix') ?? '/classifier-api';
+  if (!/^\d+$/.test(port) || !/^\/[\w/-]*$/.test(prefix)) return undefined;
+  return `https://${server}:${port}${prefix.replace(/\/+$/, '')}`;
+}
+
+/** The first of puppetdb.conf's `server_urls`, or undefined. */
+export function puppetdbUrlFrom(puppetdbConf: string | undefined): string | undefined {
+  const urls = /^\s*server_urls\s*=\s*(.+)$/m.exec(puppetdbConf ?? '')?.[1];
+  const first = urls?.split(',')[0]?.trim();
+  return first !== undefined && /^https:\/\/[^\s/]+\/?$/.test(first) ? first.replace(/\/$/, '') : undefined;
 }
 
 /**
@@ -177,6 +224,36 @@ export function detectBackends(
         `CA ${describeCa(backend, 'puppet-cert', chosen)}`,
       classifier,
       ca: caValues(peCa, backend),
+    };
+  }
+  const consoleServices = PE_CONSOLE_SERVICES_PATHS.find((path) => probe.exists(path));
+  if (consoleServices !== undefined) {
+    const backend = caBackend ?? 'puppetserver-api';
+    const read = (path: string): string | undefined => probe.readText?.(path);
+    const found = consoleUrlFrom(read(PE_CLASSIFIER_YAML));
+    const url = found ?? 'https://localhost:4433/classifier-api';
+    const puppetdb = puppetdbUrlFrom(read(PE_PUPPETDB_CONF)) ?? url.replace(/:\d+\/.*$/, ':8081');
+    return {
+      found: 'pe-nc',
+      summary:
+        `Puppet Enterprise ≥ 2016 found (${consoleServices}): classifier pe-node-classifier at ${url}` +
+        `${found === undefined ? ` (not found in ${PE_CLASSIFIER_YAML}: edit [classifier] url)` : ''}, ` +
+        `CA ${describeCa(backend, 'puppetserver-api', chosen)}, PuppetDB ${puppetdb}`,
+      classifier: {
+        backend: 'pe-node-classifier',
+        url,
+        environment: DEFAULTS.classifier.environment,
+        parent_group: DEFAULTS.classifier.parent_group,
+        token_file: '',
+        timeout: DEFAULTS.classifier.timeout,
+        cache_ttl: DEFAULTS.classifier.cache_ttl,
+      },
+      ca: caValues({ ...peCa, puppet: AIO_PATHS.puppet, puppetserver: AIO_PATHS.puppetserver, config: AIO_PATHS.puppetConf, ssldir: AIO_PATHS.ssldir }, backend),
+      puppetdb: { url: puppetdb, timeout: DEFAULTS.puppetdb.timeout },
+      instructions: [
+        `the Node Classifier must accept this master's certificate: add its certname (puppet config print certname) to ${PE_RBAC_ALLOWLIST} ` +
+          '(rbac-certificate-whitelist on older PE) and reload pe-console-services, or set [classifier] token_file to a file holding an RBAC token',
+      ],
     };
   }
   const puppetserver = findOnPath('puppetserver', probe);

@@ -14,23 +14,30 @@ import type { CaBackendName, ClassifierBackendName } from '../config.js';
  */
 export interface IniValues {
   server: { host: string; port: number; cert: string; key: string; psk: string; allow: string };
+  /** dashboard-rake's keys for that backend (and, as always, the default); the Node Classifier's for pe-node-classifier. */
   classifier: {
     backend: ClassifierBackendName;
-    rake: string;
-    rakefile: string;
-    rails_env: string;
-    cwd: string;
+    rake?: string;
+    rakefile?: string;
+    rails_env?: string;
+    cwd?: string;
     timeout: number;
     cache_ttl: number;
-    worker: 'on' | 'off';
-    ruby: string;
-    /** enc only: the operator's groups YAML. */
-    groups_file?: string;
-    /** enc only: the file the daemon writes for `espm enc`. */
-    classification_file?: string;
-    /** enc only: environment of espm's nodes. */
+    worker?: 'on' | 'off';
+    ruby?: string;
+    /** pe-node-classifier: `https://<console>:4433/classifier-api` */
+    url?: string;
+    /** pe-node-classifier: environment of the per-node groups and the classes listed */
     environment?: string;
-    /** enc only: the site's previous ENC command; empty = none. */
+    /** pe-node-classifier: id of the per-node groups' parent */
+    parent_group?: string;
+    /** pe-node-classifier: RBAC token file; empty = the master's certificate */
+    token_file?: string;
+    /** enc: the operator's groups YAML. */
+    groups_file?: string;
+    /** enc: the file the daemon writes for `espm enc`. */
+    classification_file?: string;
+    /** enc: the site's previous ENC command; empty = none. */
     fallback_enc?: string;
     /** enc: the master's puppet and puppet.conf (its identity for environment_classes). */
     puppet?: string;
@@ -57,6 +64,8 @@ export interface IniValues {
     /** puppetserver-api only: CA bundle verifying the server; empty = puppet's `localcacert`. */
     api_ca?: string;
   };
+  /** Written only when detection found PuppetDB (PE ≥ 2016). */
+  puppetdb?: { url: string; timeout: number };
   state: { dir: string };
   log: { level: string; format: string };
 }

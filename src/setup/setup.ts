@@ -107,6 +107,7 @@ export function planSetup(options: SetupOptions, detection: BackendDetection): S
     server: { host: options.host, port: options.port, cert: certPath, key: keyPath, psk, allow: '' },
     classifier: enc?.classifier ?? detection.classifier,
     ca: detection.ca,
+    ...(detection.puppetdb === undefined ? {} : { puppetdb: detection.puppetdb }),
     state: { dir: stateDir },
     log: { level: DEFAULTS.log.level, format: DEFAULTS.log.format },
   };

@@ -104,7 +104,7 @@ describe.each(CLASSIFIER_BACKENDS.map((b) => [b.name, b] as const))('classificat
       const before = await view.node(name);
       const res = await api.post('/v1/nodes', { name, groups: ['default'] });
       expect(res.status).toBe(409);
-      expect(res.body).toMatchObject({ code: 'node_exists', detail: expect.stringContaining('Node already exists!') });
+      expect(res.body).toMatchObject({ code: 'node_exists', detail: expect.stringContaining(backend.words.exists) });
       expect(await view.node(name)).toEqual(before);
       expect(await readFile(join(espm.config.state.dir, 'ledger.json'), 'utf8')).not.toContain(name);
     });
@@ -176,7 +176,7 @@ describe.each(CLASSIFIER_BACKENDS.map((b) => [b.name, b] as const))('classificat
           const res = await api.post('/v1/nodes', { name, groups: ['default'], parameters: { role: 'web' } });
           expect(res.status).toBe(502);
           expect(res.body).toMatchObject({ code: 'backend_failed' });
-          expect(res.body.detail).toContain('Mysql::Error: Deadlock');
+          expect(res.body.detail).toContain(backend.words.secondStep);
           expect(res.body.detail).toContain('rolled back');
           const tasks = await nodeTasks();
           if (tasks !== undefined) expect(tasks).toEqual(['node:add', stores.commas ? 'node:variables' : 'node:parameters', 'node:del']);

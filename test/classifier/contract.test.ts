@@ -78,7 +78,7 @@ describe.each(CLASSIFIER_BACKENDS.map((b) => [b.name, b] as const))('Classifier 
       await classifier.create(classification(name, { classes: ['motd'] }));
       const error = await classifier.create(classification(name, { classes: ['ntp'] })).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(NodeExistsError);
-      expect((error as NodeExistsError).output).toContain('Node already exists!');
+      expect((error as NodeExistsError).output).toContain(backend.words.exists);
       expect(await view.node(name)).toMatchObject({ classes: ['motd'] });
     });
 
@@ -127,7 +127,7 @@ describe.each(CLASSIFIER_BACKENDS.map((b) => [b.name, b] as const))('Classifier 
           const error = await classifier.create(classification(name, { groups: ['default'], parameters: { role: 'web' } })).catch((e: unknown) => e);
           expect(error).toBeInstanceOf(ClassifierError);
           expect(error).toMatchObject({ failure: 'failed', message: expect.stringContaining('(the node was rolled back: nothing was created)') });
-          expect((error as ClassifierError).output).toContain('Mysql::Error: Deadlock');
+          expect((error as ClassifierError).output).toContain(backend.words.secondStep);
           expect(await view.node(name)).toBeUndefined();
         } finally {
           await rig.faults.reset();
@@ -141,7 +141,7 @@ describe.each(CLASSIFIER_BACKENDS.map((b) => [b.name, b] as const))('Classifier 
         await rig.faults.failSecondStep!();
         await rig.faults.failRollback!();
         try {
-          const error = await classifier.create(classification(name, { parameters: { role: 'web' } })).catch((e: unknown) => e);
+          const error = await classifier.create(classification(name, { groups: ['default'], parameters: { role: 'web' } })).catch((e: unknown) => e);
           expect(error).toBeInstanceOf(ClassifierError);
           expect(error).toMatchObject({ failure: 'interrupted', message: expect.stringContaining('rolling the node back failed too') });
           expect(outcomeUnknown((error as ClassifierError).failure)).toBe(true);

@@ -120,8 +120,8 @@ describe('detectBackends', () => {
 
   it('puppetserver beside a PE >= 2016 console is not an open-source master: no enc', () => {
     const d = detectBackends(probe(['/opt/puppetlabs/bin/puppetserver'], ['/etc/puppetlabs/console-services'], '/opt/puppetlabs/bin:/usr/bin'));
-    expect(d.found).toBe('puppetserver');
-    expect(d.classifier.backend).not.toBe('enc');
+    expect(d.found).toBe('pe-nc');
+    expect(d.classifier.backend).toBe('pe-node-classifier');
   });
 
   it('rootedProbe: detection against a package layout under a directory', async () => {

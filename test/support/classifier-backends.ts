@@ -20,6 +20,7 @@ import { parseConfig } from '../../src/config.js';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/exec/command.js';
 import { CONSOLE_RAKEFILE, CONSOLE_VERSIONS, ConsoleDouble, findRake, WORKER_MODES, type WorkerMode } from './console.js';
 import { ENC_COMPONENT, ENC_MISSING, encClassifierKeys, fallbackNode, LEGACY_NODE, makeEncFiles, readEncFile, removeFromEncFile, startEncMaster } from './enc-rig.js';
+import { ncView, startNodeClassifier } from './node-classifier.js';
 
 /** A node's classification as the backend holds it. */
 export interface StoredClassification {
@@ -83,6 +84,8 @@ export interface ClassifierBackend {
   spawns: boolean;
   /** Which parameter values it can store. */
   stores: { parameters: boolean; commas: boolean; backslashes: boolean };
+  /** Words the backend's answers carry: its "node exists" refusal, and the failing second step's fault. */
+  words: { exists: string; secondStep: string };
   /** Which fault knobs its rig has (tests are declared from this). */
   knobs: { secondStep: boolean; hang: boolean };
   /** Names of nodes the backend holds that espm did not create. */
@@ -106,6 +109,7 @@ function dashboardRake(version: (typeof CONSOLE_VERSIONS)[number], mode: WorkerM
     missing: RAKE_MISSING,
     spawns: true,
     stores: { parameters, commas: version === '2.0', backslashes: parameters && version !== '2.0' },
+    words: { exists: 'Node already exists!', secondStep: 'Mysql::Error: Deadlock' },
     knobs: { secondStep: parameters, hang: true },
     preExisting: SEED_NODES,
     async setup() {
@@ -154,6 +158,7 @@ const sandbox: ClassifierBackend = {
   missing: undefined,
   spawns: false,
   stores: { parameters: true, commas: true, backslashes: true },
+  words: { exists: 'Node already exists!', secondStep: '' },
   knobs: { secondStep: false, hang: false },
   preExisting: SEED_NODES,
   setup() {
@@ -182,6 +187,47 @@ const sandbox: ClassifierBackend = {
 };
 
 /**
+ * PE's Node Classifier (API v1): the double of test/fixtures/node-classifier/ over mutual TLS;
+ * the "second step" is a pin, the rollback's failing step the per-node group's DELETE.
+ */
+const peNodeClassifier: ClassifierBackend = {
+  name: 'pe-node-classifier',
+  component: 'nothing (the Node Classifier double runs in-process)',
+  missing: undefined,
+  spawns: false,
+  stores: { parameters: true, commas: true, backslashes: true },
+  words: { exists: 'already exists in the Node Classifier', secondStep: 'application-error: the database connection was lost (test fault)' },
+  knobs: { secondStep: true, hang: true },
+  preExisting: SEED_NODES,
+  async setup() {
+    const { nc, config, teardown } = await startNodeClassifier();
+    return {
+      config,
+      view: () => ncView(nc),
+      faults: {
+        failSecondStep: () => {
+          nc.faults.push({ method: 'POST', path: /^\/v1\/groups\/[^/]+\/pin$/, action: 'error', status: 500, kind: 'application-error', msg: 'the database connection was lost (test fault)' });
+          return Promise.resolve();
+        },
+        failRollback: () => {
+          nc.faults.push({ method: 'DELETE', path: /^\/v1\/groups\/[^/]+$/, action: 'error', status: 500, kind: 'application-error', msg: 'the database connection was lost again (test fault)' });
+          return Promise.resolve();
+        },
+        hangCreate: (seconds) => {
+          nc.faults.push({ method: 'POST', path: /^\/v1\/groups$/, action: 'delay', ms: seconds * 1000 });
+          return Promise.resolve();
+        },
+        reset: () => {
+          nc.faults = [];
+          return Promise.resolve();
+        },
+      },
+      teardown,
+    };
+  },
+};
+
+/**
  * enc: a real puppetserver (classes from environment_classes), a groups file, the site's
  * previous ENC as fallback (test/support/enc-rig.ts); the state is the classification file.
  */
@@ -191,6 +237,7 @@ const enc: ClassifierBackend = {
   missing: ENC_MISSING,
   spawns: true,
   stores: { parameters: true, commas: true, backslashes: true },
+  words: { exists: 'Node already exists!', secondStep: '' },
   knobs: { secondStep: false, hang: false },
   preExisting: [LEGACY_NODE],
   async setup() {
@@ -223,6 +270,7 @@ const enc: ClassifierBackend = {
 export const CLASSIFIER_BACKENDS: readonly ClassifierBackend[] = [
   ...WORKER_MODES.flatMap((mode) => CONSOLE_VERSIONS.map((version) => dashboardRake(version, mode))),
   sandbox,
+  peNodeClassifier,
   enc,
 ];
 
