@@ -2,10 +2,13 @@
  * `npm run demo` (issue #5): launch and terminate a server through espm, narrated step by step
  * for a person on a fresh machine.
  *
- * - REAL mode (puppetserver + puppet-agent + rake installed): a throw-away puppetserver whose
- *   ENC is the PE console double, `bin/espm_setup` and `bin/espm` run as an operator runs them,
- *   the platform's HTTPS calls, a real `puppet agent --onetime` with the pre-signed certificate,
- *   then termination and the agent refused.
+ * - REAL mode (puppetserver + puppet-agent installed), open-source Puppet with no double at
+ *   all (issue #14, demo/enc.ts): a throw-away puppetserver whose exec ENC is `bin/espm enc`,
+ *   `bin/espm_setup` and `bin/espm` run as an operator runs them, the platform's HTTPS calls, a
+ *   real `puppet agent --onetime` with the pre-signed certificate applying a group's class and
+ *   the node's class with its parameter, then termination and the agent refused.
+ * - PE mode (`--pe`; also needs rake): the PE 2.x console story (demo/real.ts), puppetserver's
+ *   ENC being the PE console double.
  * - SANDBOX mode (otherwise, or `--sandbox`): the same calls against espm with
  *   `[classifier] backend = sandbox` and `[ca] backend = sandbox`; the agent run is replaced by
  *   what the sandbox console serves as ENC and a check of the certificate against the CA.
@@ -31,7 +34,9 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { missingForRealStory } from '../test/support/launch-story.js';
 import { cleanupAll, cleanups, redact, say, seconds, silence, style, timings } from './narration.js';
+import { encStory } from './enc.js';
 import { realStory } from './real.js';
+import { puppetserverAvailable } from '../test/support/puppetserver.js';
 import { sandboxStory } from './sandbox.js';
 
 const DIST_CLI = join(fileURLToPath(new URL('../', import.meta.url)), 'dist', 'cli', 'espm.js');
@@ -42,12 +47,13 @@ const INSTALL_HINT = 'apt-get install puppetserver puppet-agent ruby rake';
 interface DemoOptions {
   sandbox?: boolean;
   real?: boolean;
+  pe?: boolean;
   keep?: boolean;
 }
 
-/** What the real mode needs, and what is missing. */
-async function realModeAvailability(): Promise<{ available: boolean; missing: string[] }> {
-  const missing = await missingForRealStory();
+/** What the real mode needs (the PE story: also rake), and what is missing. */
+async function realModeAvailability(pe: boolean): Promise<{ available: boolean; missing: string[] }> {
+  const missing = pe ? await missingForRealStory() : [puppetserverAvailable().reason].filter((r): r is string => r !== undefined);
   return { available: missing.length === 0, missing };
 }
 
@@ -60,9 +66,10 @@ async function run(options: DemoOptions): Promise<number> {
     say(style.red(`demo: ${DIST_CLI} is missing: run \`npm run build\` first (npm run demo does it).`));
     return 1;
   }
-  const availability = await realModeAvailability();
-  if (options.real === true && !availability.available) {
-    say(style.red(`demo: --real needs puppetserver, puppet-agent and rake: ${availability.missing.join('; ')}.`));
+  const pe = options.pe === true;
+  const availability = await realModeAvailability(pe);
+  if ((options.real === true || pe) && !availability.available) {
+    say(style.red(`demo: ${pe ? '--pe needs puppetserver, puppet-agent and rake' : '--real needs puppetserver and puppet-agent'}: ${availability.missing.join('; ')}.`));
     say(style.red(`Install them with \`${INSTALL_HINT}\`, or run \`npm run demo -- --sandbox\`.`));
     return 1;
   }
@@ -90,15 +97,18 @@ async function run(options: DemoOptions): Promise<number> {
   });
 
   say(style.bold('espm demo: a server launched and terminated through espm, as the platform does it'));
-  if (real) {
-    say(`${style.bold(style.green('Mode: REAL'))} — a throw-away puppetserver (its ENC: the PE console double), espm_setup + espm, a real puppet agent.`);
+  if (real && !pe) {
+    say(`${style.bold(style.green('Mode: REAL'))} — open-source Puppet, no double: a throw-away puppetserver whose ENC is espm enc, espm_setup + espm, a real puppet agent.`);
+    say(style.yellow('This takes about 1–2 minutes: puppetserver alone needs 30–60 s to start. (--pe: the PE 2.x console story)'));
+  } else if (real) {
+    say(`${style.bold(style.green('Mode: REAL, PE 2.x'))} — a throw-away puppetserver (its ENC: the PE console double), espm_setup + espm, a real puppet agent.`);
     say(style.yellow('This takes about 1–2 minutes: puppetserver alone needs 30–60 s to start.'));
   } else {
     say(`${style.bold(style.yellow('Mode: SANDBOX'))} — espm with [classifier] backend = sandbox and [ca] backend = sandbox: no Puppet master, no agent.`);
     if (options.sandbox === true && availability.available) {
       say('(forced by --sandbox; this machine can run the real story: npm run demo)');
     } else {
-      say(`The real story needs puppetserver, puppet-agent and rake, which are missing here (${availability.missing.join('; ')}).`);
+      say(`The real story needs puppetserver and puppet-agent, which are missing here (${availability.missing.join('; ')}).`);
       say(`To get it: ${style.bold(INSTALL_HINT)}, then ${style.bold('npm run demo')} again.`);
     }
     say('The HTTP calls are identical to the real ones; this takes a few seconds.');
@@ -106,7 +116,8 @@ async function run(options: DemoOptions): Promise<number> {
   say(`Work directory: ${work} (${options.keep === true ? 'kept at the end: --keep' : 'removed at the end; --keep keeps it'})`);
 
   try {
-    if (real) await realStory(work);
+    if (real && pe) await realStory(work);
+    else if (real) await encStory(work);
     else await sandboxStory(work);
   } catch (err) {
     if (interrupted !== undefined) return interruptedExit();
@@ -123,8 +134,10 @@ async function run(options: DemoOptions): Promise<number> {
   say(`\n${style.bold('Timings')}`);
   for (const [label, ms] of timings) say(`${label.padEnd(52)} ${seconds(ms).padStart(7)}`, 2);
   say(`${'total'.padEnd(52)} ${seconds(Date.now() - started).padStart(7)}`, 2);
-  const outcome = real
-    ? 'REAL mode: node created, certificate pre-signed, agent run applied motd (exit 2); terminated, agent refused (exit 1)'
+  const outcome = real && !pe
+    ? 'REAL mode, open-source Puppet: espm enc as the ENC, agent run applied the group\'s and the node\'s classes (exit 2); terminated, back to the previous ENC, agent refused (exit 1)'
+    : real
+    ? 'REAL mode, PE 2.x: node created, certificate pre-signed, agent run applied motd (exit 2); terminated, agent refused (exit 1)'
     : 'SANDBOX mode: node created, certificate pre-signed and verified; terminated, certificate recorded as revoked';
   say(`\n${style.green(style.bold(`Demo complete (${outcome}).`))}`);
   if (options.keep === true) {
@@ -170,7 +183,8 @@ function onSignal(signal: NodeJS.Signals): void {
 const program = new Command('npm run demo --')
   .description('Launch and terminate a server through espm, narrated step by step, as the platform does it.')
   .addOption(new Option('--sandbox', 'use the sandbox backends even when the real mode is available').conflicts('real'))
-  .addOption(new Option('--real', 'require the real mode (fails when puppetserver, puppet-agent or rake is missing)'))
+  .addOption(new Option('--real', 'require the real mode (fails when puppetserver or puppet-agent is missing)'))
+  .addOption(new Option('--pe', 'the PE 2.x console story (puppetserver\'s ENC: the PE console double; also needs rake)').conflicts('sandbox'))
   .option('--keep', 'keep the work directory (config, certificates, state, logs) and print its path')
   .helpOption('-h, --help', 'show this help')
   .addHelpText(
@@ -180,9 +194,11 @@ const program = new Command('npm run demo --')
       'Steps (README, "How a launch works"): 0 set up, 1 discover groups and classes, 2 create the',
       'node, 3 pre-sign its certificate, 4 launch (the agent run), 5 terminate, 6 shut down.',
       '',
-      'REAL mode, when puppetserver, puppet-agent and rake are installed (1-2 minutes):',
-      '  a throw-away puppetserver whose ENC is the PE console double, bin/espm_setup and',
-      '  bin/espm, a real `puppet agent --onetime` with the pre-signed certificate.',
+      'REAL mode, when puppetserver and puppet-agent are installed (1-2 minutes): open-source',
+      '  Puppet with no double, a throw-away puppetserver whose ENC is bin/espm enc, bin/espm_setup',
+      '  and bin/espm, a real `puppet agent --onetime` with the pre-signed certificate applying a',
+      '  group\'s class and the node\'s class with its parameter.',
+      '--pe: the PE 2.x console story instead (the PE console double as ENC; also needs rake).',
       `  Get it with: ${INSTALL_HINT}`,
       'SANDBOX mode, otherwise (a few seconds): the same HTTPS calls to espm with',
       '  [classifier] backend = sandbox and [ca] backend = sandbox; no agent run.',

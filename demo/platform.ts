@@ -151,28 +151,28 @@ export function printRequestLog(espm: EspmProcess): void {
 // the story: steps 1–3 and 5 are the same in both modes
 
 /** Step 1: discover groups and classes. */
-export async function discover(platform: Platform): Promise<void> {
+export async function discover(platform: Platform, group: string = STORY_GROUP, klass: string = STORY_CLASS): Promise<void> {
   say('The platform lists what users can pick for a new server (names only; cached by espm):', 2);
   const groups = await platform.call('GET', '/v1/groups');
   expectStatus(groups, 200, 'GET /v1/groups');
   const classes = await platform.call('GET', '/v1/classes');
   expectStatus(classes, 200, 'GET /v1/classes');
-  for (const [list, wanted] of [[groups.body['groups'], STORY_GROUP], [classes.body['classes'], STORY_CLASS]] as const) {
+  for (const [list, wanted] of [[groups.body['groups'], group], [classes.body['classes'], klass]] as const) {
     if (!Array.isArray(list) || !list.includes(wanted)) throw new Error(`the console does not offer ${JSON.stringify(wanted)}`);
   }
-  say(`The user picks group ${style.bold(JSON.stringify(STORY_GROUP))} and class ${style.bold(STORY_CLASS)}.`, 2);
+  say(`The user picks group ${style.bold(JSON.stringify(group))} and class ${style.bold(klass)}.`, 2);
 }
 
 /** Step 2: create the node; on 409 node_exists append a ms timestamp and retry. */
-export async function createNode(platform: Platform, message: string): Promise<string> {
+export async function createNode(platform: Platform, message: string, group: string = STORY_GROUP, klass: string = STORY_CLASS): Promise<string> {
   const base = `web01-${Date.now()}.example.test`;
   let name = base;
   say(`The platform creates the node in the console (ENC), before the server exists:`, 2);
   for (let attempt = 1; ; attempt++) {
     const answer = await platform.call('POST', '/v1/nodes', {
       name,
-      groups: [STORY_GROUP],
-      classes: [STORY_CLASS],
+      groups: [group],
+      classes: [klass],
       parameters: { motd_message: message },
     });
     if (answer.status === 409 && answer.body['code'] === 'node_exists' && attempt < 5) {

@@ -56,6 +56,8 @@ export interface Daemon {
    * key pool) and logs whether the console is usable. Never throws.
    */
   start(): void;
+  /** SIGHUP: the adapters re-read their operator-edited files (the enc groups file). Never throws. */
+  reload(): Promise<void>;
   /** Stops the adapters and closes the ledger (releasing the state directory). */
   close(): Promise<void>;
 }
@@ -90,6 +92,14 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
     certificates,
     start() {
       startAdapters(classifier, ca, logger);
+    },
+    async reload() {
+      if (classifier.reload === undefined) return;
+      await classifier.reload().then(
+        (reloaded) => logger.info({ classifier: classifier.backend, ...reloaded }, 'classifier reloaded'),
+        (err: unknown) =>
+          logger.error({ classifier: classifier.backend, error: (err as Error).message }, 'classifier reload failed; keeping the previous state'),
+      );
     },
     async close() {
       await classifier.close?.();

@@ -113,6 +113,14 @@ export interface Classifier {
    *   are still tried later)
    */
   start?(): Promise<Record<string, unknown>>;
+  /**
+   * Re-reads what the adapter takes from files an operator edits (the `enc` groups file) on
+   * SIGHUP. A broken file is refused and the previous state kept.
+   *
+   * @returns fields for the log line
+   * @throws {@link ClassifierError} saying what is wrong (logged; nothing changed)
+   */
+  reload?(): Promise<Record<string, unknown>>;
   /** Ends what the adapter keeps running (the console worker). Called when espm stops. */
   close?(): Promise<void>;
 }

@@ -10,6 +10,7 @@ import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import type { Classifier } from './classifier.js';
 import { DashboardRakeClassifier } from './dashboard-rake.js';
+import { EncClassifier } from './enc.js';
 import { PeNodeClassifier } from './pe-node-classifier.js';
 import { SandboxClassifier } from './sandbox.js';
 
@@ -28,6 +29,8 @@ export function createClassifier(config: Config['classifier'], runner: CommandRu
       return new DashboardRakeClassifier(config, runner, { stateDir, ...(logger === undefined ? {} : { logger }) });
     case 'sandbox':
       return new SandboxClassifier(stateDir, logger === undefined ? {} : { logger });
+    case 'enc':
+      return new EncClassifier(config, runner, logger);
     case 'pe-node-classifier':
       return new PeNodeClassifier(config, runner, logger);
   }

@@ -52,7 +52,25 @@ export function espmCommand(hooks: DaemonHooks = {}): Command {
       process.exitCode = options.checkConfig === true ? checkConfig(options.config) : await runDaemon(options.config, hooks);
     });
   program.addCommand(ledgerCommand());
+  program.addCommand(encCommand());
   return program;
+}
+
+/**
+ * `espm enc`: puppetserver's exec ENC (src/cli/enc.ts, imported only when run). bin/espm runs
+ * it before loading this module; this entry is for `espm --help` and callers of espmCommand().
+ */
+function encCommand(): Command {
+  return new Command('enc')
+    .description('exec ENC for puppetserver ([classifier] backend = enc): prints the ENC YAML of a node espm created, or runs fallback_enc')
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[args...]', '[-f CLASSIFICATION_FILE | -c ESPM_INI] CERTNAME')
+    .action(async (args: string[]) => {
+      const { runEnc } = await import('./enc.js');
+      process.exitCode = await runEnc(args);
+    });
 }
 
 /**

@@ -7,6 +7,7 @@
  */
 import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_CONFIG_DIR, DEFAULTS } from '../config.js';
 import { detectBackends, SETUP_CA_BACKENDS, type SetupCaBackendName } from '../setup/detect.js';
@@ -100,6 +101,7 @@ async function runSetup(options: SetupCliOptions): Promise<number> {
       port: options.port,
       hostname: options.hostname ?? (await machineFqdn()),
       ips: options.ip,
+      espmBin: fileURLToPath(new URL('../../bin/espm', import.meta.url)),
     },
     detection,
   );
@@ -121,6 +123,8 @@ async function runSetup(options: SetupCliOptions): Promise<number> {
     return 1;
   }
   console.error(`espm_setup: ${detection.summary}`);
+  // stdout stays what the platform is given; the operator's Puppet steps go with the summary.
+  if (plan.enc !== undefined) process.stderr.write(plan.enc.instructions);
   for (const line of detection.instructions ?? []) console.error(`espm_setup: ${line}`);
   return 0;
 }

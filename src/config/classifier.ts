@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { backendSection } from './backend-section.js';
 import { CLASSIFIER_BACKENDS, DEFAULTS } from './defaults.js';
-import { absolutePath, flag, httpsBaseUrl, optionalAbsolutePath, seconds } from './values.js';
+import { absolutePath, flag, httpsBaseUrl, optionalAbsolutePath, optionalHttpsOrigin, seconds } from './values.js';
 
 const d = DEFAULTS.classifier;
 
@@ -133,6 +133,57 @@ const peNodeClassifier = z
   .strictObject({ backend: z.literal('pe-node-classifier'), ...commonKeys, ...nodeClassifierKeys })
   .transform((k) => ({ ...CARRIED, backend: k.backend, ...commonSettings(k), ...nodeClassifierSettings(k) }));
 
+// --- enc: espm as puppetserver's exec ENC for the nodes it created (docs/design.md "`enc`")
+
+/** A command line as Puppet's `external_nodes` takes it: split on whitespace, the first word an absolute path. */
+const commandLine = z
+  .string()
+  .trim()
+  .refine((v) => v === '' || v.startsWith('/'), 'must be empty or a command whose first word is an absolute path');
+
+const encKeys = {
+  groups_file: absolutePath.default(d.groups_file),
+  classification_file: absolutePath.default(d.classification_file),
+  // No default: an enc answer names an environment only when the operator sets one.
+  environment: z.string().trim().regex(/^(?:[a-z0-9_]+)?$/, 'must be a Puppet environment name (or empty)').optional(),
+  fallback_enc: commandLine.default(d.fallback_enc),
+  puppet: absolutePath.default(d.puppet),
+  config: absolutePath.default(d.config),
+  api_url: optionalHttpsOrigin('ask puppet'),
+  api_cert: optionalAbsolutePath('ask puppet'),
+  api_key: optionalAbsolutePath('ask puppet'),
+  api_ca: optionalAbsolutePath('ask puppet'),
+};
+
+function encSettings(k: z.output<z.ZodObject<typeof encKeys>>) {
+  return {
+    /** Absolute path of the operator's groups YAML (top-level keys = groups). */
+    groupsFile: k.groups_file,
+    /** Absolute path of the classification file the daemon writes for `espm enc`. */
+    classificationFile: k.classification_file,
+    /** Environment of espm's nodes; undefined = none in the ENC answer (classes listed from `production`). */
+    environment: k.environment === '' || k.environment === undefined ? undefined : k.environment,
+    /** The site's previous ENC as an argv (Puppet appends the certname); empty = none. */
+    fallbackEnc: k.fallback_enc === '' ? [] : k.fallback_enc.split(/\s+/),
+    /** Absolute path of the master's `puppet` (asked for its identity). */
+    puppet: k.puppet,
+    /** Absolute path of the master's puppet.conf. */
+    puppetConf: k.config,
+    /** The master, `https://HOST[:PORT]`; undefined = puppet's `server`/`masterport`. */
+    apiUrl: k.api_url,
+    /** Client certificate; undefined = puppet's `hostcert`. */
+    apiCert: k.api_cert,
+    /** Its key; undefined = puppet's `hostprivkey`. */
+    apiKey: k.api_key,
+    /** CA bundle; undefined = puppet's `localcacert`. */
+    apiCa: k.api_ca,
+  };
+}
+
+const enc = z
+  .strictObject({ backend: z.literal('enc'), ...commonKeys, ...encKeys })
+  .transform((k) => ({ ...CARRIED, backend: k.backend, ...commonSettings(k), ...encSettings(k) }));
+
 /**
  * The ``[classifier]` section: `backend` (default {@link DEFAULTS}`.classifier.backend`) chooses
  * which keys are validated; the output is a union discriminated by `backend`.
@@ -141,4 +192,5 @@ export const classifierSection = backendSection(CLASSIFIER_BACKENDS, d.backend, 
   'dashboard-rake': dashboardRake,
   sandbox,
   'pe-node-classifier': peNodeClassifier,
+  enc,
 });

@@ -11,10 +11,12 @@
  * Classifier backends: `dashboard-rake` (the PE 2.x/3.x console's rake tasks); `sandbox` (a
  * seeded PE 2.5 console in pure TypeScript, JSON state in `<state dir>/sandbox/`, for
  * integration testing without a Puppet master — not for production, warned about at start-up);
- * `pe-node-classifier` (PE 2016–2025: the Node Classifier service's API v1, one per-node group).
+ * `pe-node-classifier` (PE 2016–2025: the Node Classifier service's API v1, one per-node group);
+ * `enc` (open-source Puppet / OpenVox 6–8: `espm enc` is puppetserver's exec ENC for the nodes
+ * espm created; docs/design.md "`enc`").
  * A new backend adds its name here and its key block in `src/config/classifier.ts`.
  */
-export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox', 'pe-node-classifier'] as const;
+export const CLASSIFIER_BACKENDS = ['dashboard-rake', 'sandbox', 'pe-node-classifier', 'enc'] as const;
 /**
  * CA backends: `puppet-cert` (`puppet cert`, Puppet ≤ 5), `puppetserver-ca` (`puppetserver ca`,
  * Puppet ≥ 6), `puppetserver-api` (Puppet Server's CA HTTP API, Puppet ≥ 6: no process per
@@ -67,6 +69,16 @@ export const DEBIAN_PATHS = {
   puppetserver: '/usr/bin/puppetserver',
   puppetConf: '/etc/puppet/puppet.conf',
   ssldir: '/var/lib/puppet/ssl',
+} as const;
+
+/**
+ * Paths of the `enc` classifier: the classification file the daemon writes for `espm enc`
+ * (outside the root-only config and state directories: puppetserver's user reads it) and the
+ * operator's groups file. Source: docs/design.md ("`enc`").
+ */
+export const ENC_PATHS = {
+  classificationFile: '/opt/espm/enc/classification.json',
+  groupsFile: '/opt/espm/etc/groups.yaml',
 } as const;
 
 /** Default location of the config written by `espm_setup` and read by `espm`. */
@@ -133,7 +145,14 @@ export const DEFAULTS = {
     environment: 'production',
     /** id of the group espm's per-node groups are made under (PE's "All Nodes" root group) */
     parent_group: '00000000-0000-4000-8000-000000000000',
-    /** the master's puppet (asked once for hostcert, hostprivkey, localcacert) */
+    // enc (docs/design.md "`enc`")
+    /** the operator's YAML: top-level keys are the node groups */
+    groups_file: ENC_PATHS.groupsFile,
+    /** written by the daemon for `espm enc` (no secret; readable by its directory's group) */
+    classification_file: ENC_PATHS.classificationFile,
+    /** the site's previous ENC command (Puppet splits it on whitespace); empty = `classes: {}` for other nodes */
+    fallback_enc: '',
+    /** the master's puppet (asked once for hostcert, hostprivkey, localcacert, server, masterport) */
     puppet: AIO_PATHS.puppet,
     /** the master's puppet.conf */
     config: AIO_PATHS.puppetConf,

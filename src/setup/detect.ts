@@ -13,7 +13,7 @@
  */
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
-import { AIO_PATHS, CA_BACKENDS, DEBIAN_PATHS, DEFAULTS, PE_PATHS, type CaBackendName } from '../config.js';
+import { AIO_PATHS, CA_BACKENDS, DEBIAN_PATHS, DEFAULTS, ENC_PATHS, PE_PATHS, type CaBackendName } from '../config.js';
 import type { IniValues } from './ini.js';
 
 /** A CA backend `espm_setup --ca-backend` accepts: any of {@link CA_BACKENDS} but `sandbox`. */
@@ -28,6 +28,9 @@ export type SetupCaBackendName = Exclude<CaBackendName, 'sandbox'>;
 export const SETUP_CA_BACKENDS: readonly SetupCaBackendName[] = CA_BACKENDS.filter(
   (name): name is SetupCaBackendName => name !== 'sandbox',
 );
+
+/** A PE ≥ 2016 console (console-services) is here when one of these exists. */
+export const PE_CONSOLE_SERVICES = ['/etc/puppetlabs/console-services', '/opt/puppetlabs/server/apps/console-services'] as const;
 
 /** How the file system is probed; injectable for tests. */
 export interface DetectionProbe {
@@ -69,10 +72,28 @@ export const systemProbe: DetectionProbe = {
   searchPath: process.env['PATH'] ?? '',
 };
 
+/**
+ * A probe of a file-system tree under `root` (tests: a Debian or AIO package layout made in a
+ * temp directory); paths given and returned are those of the master, as if `root` were `/`.
+ *
+ * @param root - absolute directory standing for `/`
+ * @param searchPath - the PATH searched (inside `root`)
+ */
+export function rootedProbe(root: string, searchPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/puppetlabs/bin'): DetectionProbe {
+  return {
+    isExecutable: (path) => systemProbe.isExecutable(join(root, path)),
+    exists: (path) => systemProbe.exists(join(root, path)),
+    searchPath,
+  };
+}
+
 /** The outcome of {@link detectBackends}. */
 export interface BackendDetection {
-  /** `pe` (PE 2.x/3.x), `pe-nc` (PE 2016–2025), `puppetserver` (Puppet ≥ 6), or `none` (nothing found). */
-  found: 'pe' | 'pe-nc' | 'puppetserver' | 'none';
+  /**
+   * `pe` (PE 2.x/3.x), `pe-nc` (PE 2016–2025), `open-source` (puppetserver without a PE console:
+   * Puppet / OpenVox 6–8), `puppetserver` (Puppet ≥ 6), or `none` (nothing found).
+   */
+  found: 'pe' | 'pe-nc' | 'open-source' | 'puppetserver' | 'none';
   /**
    * One line for the operator, e.g. `Puppet Enterprise console found (/opt/puppet/bin/rake): …`;
    * says `(chosen with --ca-backend)` when the CA backend was chosen by the operator.
@@ -236,6 +257,30 @@ export function detectBackends(
     };
   }
   const puppetserver = findOnPath('puppetserver', probe);
+  if (puppetserver !== undefined && !PE_CONSOLE_SERVICES.some((path) => probe.exists(path))) {
+    // Open-source Puppet / OpenVox 6–8: espm is puppetserver's ENC for the nodes it creates.
+    const aio = puppetserver.startsWith('/opt/puppetlabs/') || probe.exists(AIO_PATHS.puppetConf);
+    const paths = aio ? AIO_PATHS : DEBIAN_PATHS;
+    const puppet = findOnPath('puppet', probe) ?? paths.puppet;
+    const backend = caBackend ?? 'puppetserver-api';
+    return {
+      found: 'open-source',
+      summary:
+        `open-source Puppet / OpenVox master found (${puppetserver}, no PE console): classifier enc ` +
+        `(espm enc as puppetserver's ENC for the nodes espm creates), CA ${describeCa(backend, 'puppetserver-api', chosen)} with ${paths.puppetConf}`,
+      classifier: {
+        ...classifier,
+        backend: 'enc',
+        groups_file: ENC_PATHS.groupsFile,
+        classification_file: ENC_PATHS.classificationFile,
+        environment: 'production',
+        fallback_enc: '',
+        puppet,
+        config: paths.puppetConf,
+      },
+      ca: caValues({ ...peCa, puppet, puppetserver, config: paths.puppetConf, ssldir: paths.ssldir }, backend),
+    };
+  }
   if (puppetserver !== undefined) {
     const aio = puppetserver.startsWith('/opt/puppetlabs/') || probe.exists(AIO_PATHS.puppetConf);
     const paths = aio ? AIO_PATHS : DEBIAN_PATHS;

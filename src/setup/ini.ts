@@ -33,6 +33,15 @@ export interface IniValues {
     parent_group?: string;
     /** pe-node-classifier: RBAC token file; empty = the master's certificate */
     token_file?: string;
+    /** enc: the operator's groups YAML. */
+    groups_file?: string;
+    /** enc: the file the daemon writes for `espm enc`. */
+    classification_file?: string;
+    /** enc: the site's previous ENC command; empty = none. */
+    fallback_enc?: string;
+    /** enc: the master's puppet and puppet.conf (its identity for environment_classes). */
+    puppet?: string;
+    config?: string;
   };
   ca: {
     backend: CaBackendName;

@@ -4,7 +4,7 @@
  *
  * @packageDocumentation
  */
-import { lstat, mkdir, open, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { CONFIG_FILE_NAME, DEFAULTS, TLS_CERT_FILE_NAME, TLS_KEY_FILE_NAME } from '../config.js';
 import { generateSelfSignedCertificate } from './certificate.js';
@@ -28,6 +28,8 @@ export interface SetupOptions {
   hostname: string;
   /** IP SANs. */
   ips: readonly string[];
+  /** Absolute path of bin/espm, for the `external_nodes` line printed with the `enc` classifier. */
+  espmBin?: string;
 }
 
 /** One file `espm_setup` creates. */
@@ -58,6 +60,12 @@ export interface SetupPlan {
   files: PlannedFile[];
   /** The text printed to stdout (PSK, certificate, fingerprint, instruction, destination). */
   announcement: string;
+  /**
+   * `enc` classifier: the directory of the classification file (made 0750, group
+   * puppetserver's), and what the operator adds to puppet.conf and auth.conf (printed after
+   * the announcement). Undefined for other classifiers.
+   */
+  enc?: { directory: string; instructions: string };
 }
 
 /** Mode of directories `espm_setup` creates. */
@@ -94,9 +102,10 @@ export function planSetup(options: SetupOptions, detection: BackendDetection): S
   const keyPath = join(certDir, TLS_KEY_FILE_NAME);
   const psk = generatePsk();
   const tls = generateSelfSignedCertificate({ hostname: options.hostname, ips: options.ips });
+  const enc = detection.classifier.backend === 'enc' ? encPlan(detection.classifier, configDir, stateDir, options) : undefined;
   const values: IniValues = {
     server: { host: options.host, port: options.port, cert: certPath, key: keyPath, psk, allow: '' },
-    classifier: detection.classifier,
+    classifier: enc?.classifier ?? detection.classifier,
     ca: detection.ca,
     ...(detection.puppetdb === undefined ? {} : { puppetdb: detection.puppetdb }),
     state: { dir: stateDir },
@@ -129,9 +138,87 @@ export function planSetup(options: SetupOptions, detection: BackendDetection): S
       { path: keyPath, mode: 0o600, content: tls.privateKey },
       { path: certPath, mode: 0o644, content: tls.certificate },
       { path: configPath, mode: 0o600, content: renderConfig(values) },
+      ...(enc === undefined ? [] : [{ path: enc.classifier.groups_file!, mode: 0o644, content: SAMPLE_GROUPS_FILE }]),
     ],
     announcement,
+    ...(enc === undefined ? {} : { enc: { directory: dirname(enc.classifier.classification_file!), instructions: enc.instructions } }),
   };
+}
+
+/** Name of the sample groups file espm_setup writes beside espm.ini for the `enc` classifier. */
+export const GROUPS_FILE_NAME = 'groups.yaml';
+/** Group of puppetserver's user (Debian's and Puppet's packages): it reads the classification file. */
+export const PUPPETSERVER_GROUP = 'puppet';
+
+/** The sample groups file (docs/design.md "`enc`"). */
+export const SAMPLE_GROUPS_FILE = `# espm node groups ([classifier] groups_file): each top-level key is a group the platform
+# can choose (GET /v1/groups). A group gives its nodes classes (a hash: class → its
+# parameters, or a list of class names) and top-scope parameters; the node's own classes and
+# parameters are added (the node's parameters win). Classes must exist in the environment.
+# espm re-reads this file on SIGHUP; a broken file is refused and the previous groups kept.
+#
+# webservers:
+#   classes:
+#     apache: {default_vhost: false}
+#     ntp: ~
+#   parameters:
+#     tier: web
+default: {}
+`;
+
+/**
+ * The `enc` classifier's keys for this install (groups file beside espm.ini; classification
+ * file in `enc/` beside the state directory, outside both root-only directories) and the
+ * lines the operator adds to puppet.conf and auth.conf.
+ */
+function encPlan(classifier: IniValues['classifier'], configDir: string, stateDir: string, options: SetupOptions) {
+  const classificationFile = join(dirname(stateDir), 'enc', 'classification.json');
+  const puppetConf = classifier.config ?? '/etc/puppet/puppet.conf';
+  const authConf = puppetConf.startsWith('/etc/puppetlabs/') ? '/etc/puppetlabs/puppetserver/conf.d/auth.conf' : '/etc/puppet/puppetserver/conf.d/auth.conf';
+  const espm = options.espmBin ?? '/usr/bin/espm';
+  const instructions = [
+    '',
+    "espm will be puppetserver's ENC for the nodes it creates (every other node goes to [classifier]",
+    "fallback_enc, or gets 'classes: {}'). If this master already has an ENC, put its external_nodes",
+    `command in [classifier] fallback_enc first. Start espm (it writes ${classificationFile}), then add`,
+    `to the [server] section of ${puppetConf}:`,
+    '',
+    '    node_terminus = exec',
+    `    external_nodes = ${espm} enc -f ${classificationFile}`,
+    '',
+    `and this rule to ${authConf}, before the "puppetlabs deny all" rule, so that espm may`,
+    "list the environment's classes (allow: this master's certname, `puppet config print certname --section server`):",
+    '',
+    '    {',
+    '        match-request: { path: "/puppet/v3/environment_classes", type: path, method: get }',
+    `        allow: "${options.hostname}"`,
+    '        sort-order: 500',
+    '        name: "espm environment classes"',
+    '    }',
+    '',
+    `then reload puppetserver (systemctl reload puppetserver). Node groups: ${join(configDir, GROUPS_FILE_NAME)}.`,
+    '',
+  ].join('\n');
+  return { classifier: { ...classifier, groups_file: join(configDir, GROUPS_FILE_NAME), classification_file: classificationFile }, instructions };
+}
+
+/** The gid of `group` in /etc/group, or undefined. */
+async function groupId(group: string): Promise<number | undefined> {
+  const text = await readFile('/etc/group', 'utf8').catch(() => '');
+  const line = text.split('\n').find((l) => l.startsWith(`${group}:`));
+  const gid = line === undefined ? NaN : Number(line.split(':')[2]);
+  return Number.isInteger(gid) ? gid : undefined;
+}
+
+/**
+ * Makes the classification file's directory: 0750, group puppetserver's (when that group
+ * exists and espm_setup runs as root), so that `espm enc` run by puppetserver reads the file.
+ */
+async function makeEncDirectory(directory: string): Promise<void> {
+  await mkdir(directory, { recursive: true, mode: 0o750 });
+  await chmod(directory, 0o750);
+  const gid = process.getuid?.() === 0 ? await groupId(PUPPETSERVER_GROUP) : undefined;
+  if (gid !== undefined) await chown(directory, 0, gid);
 }
 
 /** True when something (file, directory, symlink — even a dangling one) is at `path`. */
@@ -169,6 +256,7 @@ export async function assertNothingExists(plan: SetupPlan): Promise<void> {
 export async function writeSetup(plan: SetupPlan): Promise<void> {
   await assertNothingExists(plan);
   for (const dir of plan.directories) await mkdir(dir, { recursive: true, mode: SETUP_DIR_MODE });
+  if (plan.enc !== undefined) await makeEncDirectory(plan.enc.directory);
   const written: string[] = [];
   try {
     for (const file of plan.files) {

@@ -30,11 +30,11 @@ describe.each(CLASSIFIER_BACKENDS.map((b) => [b.name, b] as const))('classificat
       espm = await startEspm({ classifier: rig.config }, { runner });
       api = apiClient(espm);
       view = rig.view(espm.config.state.dir);
-    });
+    }, 240_000); // a real puppetserver (enc) starts in about a minute on 2 busy cores
     afterAll(async () => {
       await espm?.stop();
       await rig?.teardown();
-    });
+    }, 60_000);
 
     it('lists groups and classes exactly as the console has them, sorted', async () => {
       const groups = await api.get('/v1/groups?refresh=true');

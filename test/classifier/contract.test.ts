@@ -29,12 +29,12 @@ describe.each(CLASSIFIER_BACKENDS.map((b) => [b.name, b] as const))('Classifier 
       stateDir = await mkdtemp(join(tmpdir(), 'espm-classifier-contract-'));
       classifier = adapterFor(rig, stateDir);
       view = rig.view(stateDir);
-    });
+    }, 240_000); // a real puppetserver (enc) starts in about a minute on 2 busy cores
     afterAll(async () => {
       await classifier?.close?.();
       await rig?.teardown();
       if (stateDir !== undefined) await rm(stateDir, { recursive: true, force: true });
-    });
+    }, 60_000);
 
     it('start() finds the console and says which it is', async () => {
       expect(await classifier.start?.()).toMatchObject({ console: expect.any(String) });

@@ -68,6 +68,16 @@ describe('espm_setup and espm, as a new operator runs them', () => {
     dir = await mkdtemp(join(tmpdir(), 'espm-cli-'));
   });
   afterEach(() => rm(dir, { recursive: true, force: true }));
+  /**
+   * An environment whose PATH holds node only: espm_setup detects no puppetserver and writes the
+   * PE 2.x/3.x defaults (dashboard-rake), whatever this machine has installed.
+   */
+  const peMasterEnv = async (): Promise<{ PATH: string }> => {
+    const bin = join(dir, 'pe-bin');
+    await mkdir(bin, { recursive: true });
+    await symlink(process.execPath, join(bin, 'node')).catch(() => undefined);
+    return { PATH: bin };
+  };
 
   it('espm_setup --help and espm --help describe every option; --version prints the version', async () => {
     const setupHelp = await execa(ESPM_SETUP, ['--help']);
@@ -121,7 +131,7 @@ describe('espm_setup and espm, as a new operator runs them', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
-  it('espm_setup\'s summary: puppetserver-ca on Puppet >= 6 with a pointer to puppetserver-api, or the operator\'s --ca-backend', async () => {
+  it('espm_setup\'s summary: enc + puppetserver-api on an open-source Puppet master (and its Puppet steps), or the operator\'s --ca-backend', async () => {
     // PATH of one directory: node (for the shebang) and, for a Puppet >= 6 master, puppetserver and puppet stand-ins.
     const bin = join(dir, 'bin');
     const bare = join(dir, 'bare');
@@ -137,14 +147,17 @@ describe('espm_setup and espm, as a new operator runs them', () => {
 
     const detected = await setup('detected', bin);
     expect(detected.summary).toMatch(
-      new RegExp(`^espm_setup: puppetserver found \\(${bin.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/puppetserver\\): CA puppetserver-ca with /\\S+/puppet\\.conf ` +
-        '\\(--ca-backend puppetserver-api avoids a process per certificate\\); no PE console found'),
+      new RegExp(`^espm_setup: open-source Puppet / OpenVox master found \\(${bin.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/puppetserver, no PE console\\): ` +
+        'classifier enc \\(espm enc as puppetserver\'s ENC for the nodes espm creates\\), CA puppetserver-api with /\\S+/puppet\\.conf\n'),
     );
-    expect(detected.config.ca).toMatchObject({ backend: 'puppetserver-ca', puppetserver: join(bin, 'puppetserver'), puppet: join(bin, 'puppet') });
+    expect(detected.summary).toContain('node_terminus = exec');
+    expect(detected.config.classifier).toMatchObject({ backend: 'enc', puppet: join(bin, 'puppet') });
+    expect(detected.config.ca).toMatchObject({ backend: 'puppetserver-api', puppetserver: join(bin, 'puppetserver'), puppet: join(bin, 'puppet') });
 
-    const api = await setup('api', bin, ['--ca-backend', 'puppetserver-api']);
-    expect(api.summary).toMatch(/^espm_setup: puppetserver found \(.*\): CA puppetserver-api \(chosen with --ca-backend instead of puppetserver-ca\) with /);
-    expect(api.summary).not.toContain('avoids');
+    const cli = await setup('cli', bin, ['--ca-backend', 'puppetserver-ca']);
+    expect(cli.summary).toMatch(/^espm_setup: open-source Puppet \/ OpenVox master found \(.*\): classifier enc .*CA puppetserver-ca \(chosen with --ca-backend instead of puppetserver-api\) with /);
+    expect(cli.config.ca).toMatchObject({ backend: 'puppetserver-ca', puppetserver: join(bin, 'puppetserver') });
+    const api = await setup('api', bin);
     expect(api.config.ca).toMatchObject({
       backend: 'puppetserver-api',
       puppetserver: join(bin, 'puppetserver'),
@@ -181,7 +194,7 @@ describe('espm_setup and espm, as a new operator runs them', () => {
     const port = await freePort();
     const setupArgs = ['-d', dir, '-c', join(dir, 'certs'), '--state-dir', join(dir, 'var'),
       '--hostname', 'localhost', '--ip', '127.0.0.1', '--host', '127.0.0.1', '-p', String(port)];
-    const setup = await execa(ESPM_SETUP, setupArgs);
+    const setup = await execa(ESPM_SETUP, setupArgs, { env: await peMasterEnv() });
     expect(setup.exitCode).toBe(0);
     const { psk, certificate, fingerprint } = parseAnnouncement(setup.stdout);
     expect(setup.stdout.split('\n').slice(0, 4)).toEqual(['Preshared Key:', psk, '', 'Certificate:']);
@@ -189,7 +202,7 @@ describe('espm_setup and espm, as a new operator runs them', () => {
     expect(setup.stdout.trimEnd().split('\n').at(-1)).toBe(`Writing config to: ${join(dir, 'espm.ini')}`);
     expect(await readFile(join(dir, 'certs', 'espm.crt'), 'utf8')).toBe(certificate);
 
-    const again = await execa(ESPM_SETUP, setupArgs, { reject: false });
+    const again = await execa(ESPM_SETUP, setupArgs, { reject: false, env: await peMasterEnv() });
     expect(again.exitCode).toBe(1);
     expect(again.stdout).toBe('');
     expect(again.stderr).toContain(`refusing to overwrite existing files: ${join(dir, 'certs', 'espm.key')}`);
@@ -251,7 +264,7 @@ describe('espm_setup and espm, as a new operator runs them', () => {
   }, 60_000);
 
   it('espm --check-config validates the config and the TLS files, then exits', async () => {
-    await execa(ESPM_SETUP, ['-d', dir, '--state-dir', join(dir, 'var'), '--hostname', 'localhost']);
+    await execa(ESPM_SETUP, ['-d', dir, '--state-dir', join(dir, 'var'), '--hostname', 'localhost'], { env: await peMasterEnv() });
     const ok = await execa(ESPM, ['--check-config', '-c', join(dir, 'espm.ini')]);
     expect(ok.stdout.startsWith(`${join(dir, 'espm.ini')}: OK`)).toBe(true);
     expect(ok.stdout).toMatch(/: OK \(listen 0\.0\.0\.0:8443, classifier dashboard-rake, ca (puppet-cert|puppetserver-ca), state .*\/var\)$/);
@@ -284,7 +297,7 @@ describe('espm_setup and espm, as a new operator runs them', () => {
 
   it('SIGTERM while several backend commands run drains them all and exits 0', async () => {
     const port = await freePort();
-    await execa(ESPM_SETUP, ['-d', dir, '--state-dir', join(dir, 'var'), '--hostname', 'localhost', '--ip', '127.0.0.1', '--host', '127.0.0.1', '-p', String(port)]);
+    await execa(ESPM_SETUP, ['-d', dir, '--state-dir', join(dir, 'var'), '--hostname', 'localhost', '--ip', '127.0.0.1', '--host', '127.0.0.1', '-p', String(port)], { env: await peMasterEnv() });
     const fs = await import('node:fs/promises');
     const slowRake = join(dir, 'slow-rake');
     await fs.writeFile(slowRake, '#!/bin/sh\nsleep 2\necho default\n', { mode: 0o755 });

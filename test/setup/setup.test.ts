@@ -8,7 +8,7 @@ import { CA_BACKENDS, DEFAULTS, loadConfig } from '../../src/config.js';
 import { renderConfig, type IniValues } from '../../src/setup/ini.js';
 import { CONNECTION_DEFAULTS } from '../../src/http/connection-guard.js';
 import { generateSelfSignedCertificate, randomSerialHex } from '../../src/setup/certificate.js';
-import { detectBackends, SETUP_CA_BACKENDS, type DetectionProbe } from '../../src/setup/detect.js';
+import { detectBackends, rootedProbe, SETUP_CA_BACKENDS, type DetectionProbe } from '../../src/setup/detect.js';
 import { generatePsk } from '../../src/setup/psk.js';
 import { planSetup, SetupRefusedError, writeSetup, type SetupOptions } from '../../src/setup/setup.js';
 import { emptyProbe } from '../support/espm.js';
@@ -94,11 +94,12 @@ describe('detectBackends', () => {
     expect(d.ca).toMatchObject({ backend: 'puppet-cert', puppet: '/opt/puppet/bin/puppet', config: '/etc/puppetlabs/puppet/puppet.conf' });
   });
 
-  it('Puppet >= 6 from Debian when puppetserver is on PATH in /usr/bin', () => {
+  it('open-source Puppet from Debian (puppetserver in /usr/bin, no PE console): enc + puppetserver-api, Debian paths', () => {
     const d = detectBackends(probe(['/usr/bin/puppetserver', '/usr/bin/puppet']));
-    expect(d.found).toBe('puppetserver');
+    expect(d.found).toBe('open-source');
+    expect(d.classifier).toMatchObject({ backend: 'enc', puppet: '/usr/bin/puppet', config: '/etc/puppet/puppet.conf', environment: 'production', fallback_enc: '' });
     expect(d.ca).toMatchObject({
-      backend: 'puppetserver-ca',
+      backend: 'puppetserver-api',
       puppetserver: '/usr/bin/puppetserver',
       puppet: '/usr/bin/puppet',
       config: '/etc/puppet/puppet.conf',
@@ -106,14 +107,35 @@ describe('detectBackends', () => {
     });
   });
 
-  it('Puppet >= 6 from Puppet\'s own packages under /opt/puppetlabs', () => {
+  it('open-source Puppet / OpenVox from the /opt/puppetlabs packages', () => {
     const d = detectBackends(probe(['/opt/puppetlabs/bin/puppetserver'], [], '/opt/puppetlabs/bin:/usr/bin'));
+    expect(d.classifier).toMatchObject({ backend: 'enc', puppet: '/opt/puppetlabs/bin/puppet', config: '/etc/puppetlabs/puppet/puppet.conf' });
     expect(d.ca).toMatchObject({
-      backend: 'puppetserver-ca',
+      backend: 'puppetserver-api',
       puppetserver: '/opt/puppetlabs/bin/puppetserver',
       config: '/etc/puppetlabs/puppet/puppet.conf',
       ssldir: '/etc/puppetlabs/puppet/ssl',
     });
+  });
+
+  it('puppetserver beside a PE >= 2016 console is not an open-source master: no enc', () => {
+    const d = detectBackends(probe(['/opt/puppetlabs/bin/puppetserver'], ['/etc/puppetlabs/console-services'], '/opt/puppetlabs/bin:/usr/bin'));
+    expect(d.found).toBe('pe-nc');
+    expect(d.classifier.backend).toBe('pe-node-classifier');
+  });
+
+  it('rootedProbe: detection against a package layout under a directory', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'espm-root-'));
+    try {
+      await mkdir(join(root, 'usr', 'bin'), { recursive: true });
+      await writeFile(join(root, 'usr', 'bin', 'puppetserver'), '#!/bin/sh\n', { mode: 0o755 });
+      await writeFile(join(root, 'usr', 'bin', 'puppet'), '#!/bin/sh\n', { mode: 0o755 });
+      const d = detectBackends(rootedProbe(root));
+      expect(d.found).toBe('open-source');
+      expect(d.ca).toMatchObject({ puppetserver: '/usr/bin/puppetserver', config: '/etc/puppet/puppet.conf' });
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 
   it('PE defaults when nothing is found; relative PATH entries are ignored', () => {
@@ -123,10 +145,10 @@ describe('detectBackends', () => {
     expect(d.classifier.backend).toBe('dashboard-rake');
   });
 
-  it('summaries without --ca-backend: Puppet >= 6 keeps puppetserver-ca and points at puppetserver-api', () => {
+  it('summaries without --ca-backend: an open-source master gets enc + puppetserver-api', () => {
     expect(detectBackends(debianProbe).summary).toBe(
-      'puppetserver found (/usr/bin/puppetserver): CA puppetserver-ca with /etc/puppet/puppet.conf ' +
-        '(--ca-backend puppetserver-api avoids a process per certificate); no PE console found, classifier left at the PE defaults',
+      'open-source Puppet / OpenVox master found (/usr/bin/puppetserver, no PE console): classifier enc ' +
+        "(espm enc as puppetserver's ENC for the nodes espm creates), CA puppetserver-api with /etc/puppet/puppet.conf",
     );
     expect(detectBackends(peProbe).summary).toBe(
       'Puppet Enterprise console found (/opt/puppet/bin/rake): classifier dashboard-rake, CA puppet-cert',
@@ -151,7 +173,9 @@ describe('detectBackends with --ca-backend', () => {
     const chosen = detectBackends(p, backend);
     expect(chosen.found).toBe(detected.found);
     expect(chosen.classifier).toEqual(detected.classifier);
-    expect(chosen.ca).toMatchObject({ ...detected.ca, backend });
+    // The detected paths; the puppetserver-api keys only come with that backend.
+    const { key_bits: _bits, key_pool: _pool, api_url: _url, api_cert: _cert, api_key: _key, api_ca: _ca, ...paths } = detected.ca;
+    expect(chosen.ca).toMatchObject({ ...paths, backend });
   });
 
   it.each(Object.entries(masters))('%s, puppetserver-api: also key_bits and key_pool (defaults) and empty api_* (ask puppet)', (_master, p) => {
@@ -176,12 +200,13 @@ describe('detectBackends with --ca-backend', () => {
 
   it('the summary names the operator\'s choice, and what detection would have chosen when it differs', () => {
     expect(detectBackends(debianProbe, 'puppetserver-api').summary).toBe(
-      'puppetserver found (/usr/bin/puppetserver): CA puppetserver-api (chosen with --ca-backend instead of puppetserver-ca) ' +
-        'with /etc/puppet/puppet.conf; no PE console found, classifier left at the PE defaults',
+      'open-source Puppet / OpenVox master found (/usr/bin/puppetserver, no PE console): classifier enc ' +
+        "(espm enc as puppetserver's ENC for the nodes espm creates), CA puppetserver-api (chosen with --ca-backend) with /etc/puppet/puppet.conf",
     );
     expect(detectBackends(debianProbe, 'puppetserver-ca').summary).toBe(
-      'puppetserver found (/usr/bin/puppetserver): CA puppetserver-ca (chosen with --ca-backend) ' +
-        'with /etc/puppet/puppet.conf; no PE console found, classifier left at the PE defaults',
+      'open-source Puppet / OpenVox master found (/usr/bin/puppetserver, no PE console): classifier enc ' +
+        "(espm enc as puppetserver's ENC for the nodes espm creates), CA puppetserver-ca (chosen with --ca-backend instead of puppetserver-api) " +
+        'with /etc/puppet/puppet.conf',
     );
     expect(detectBackends(peProbe, 'puppetserver-api').summary).toBe(
       'Puppet Enterprise console found (/opt/puppet/bin/rake): classifier dashboard-rake, ' +
@@ -205,11 +230,10 @@ describe('renderConfig', () => {
   /** The `[ca]` section of an INI text, up to the blank line that ends it. */
   const caSection = (text: string): string => /^\[ca\]\n[^]*?\n\n/m.exec(text)![0];
 
-  it('writes the [ca] section of puppetserver-ca as before, with or without --ca-backend', () => {
+  it('writes the [ca] section of puppetserver-ca as before (--ca-backend puppetserver-ca on an open-source master)', () => {
     const expected =
       '[ca]\nbackend = puppetserver-ca\npuppet = /usr/bin/puppet\npuppetserver = /usr/bin/puppetserver\n' +
       `config = /etc/puppet/puppet.conf\nssldir = /var/lib/puppet/ssl\ntimeout = ${DEFAULTS.ca.timeout}\nkeep_private_keys = false\n\n`;
-    expect(caSection(renderConfig(values(detectBackends(debianProbe).ca)))).toBe(expected);
     expect(caSection(renderConfig(values(detectBackends(debianProbe, 'puppetserver-ca').ca)))).toBe(expected);
   });
 

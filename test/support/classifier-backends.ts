@@ -19,6 +19,7 @@ import { SandboxClassifier, seedStore, type SandboxStore } from '../../src/class
 import { parseConfig } from '../../src/config.js';
 import { ExecaCommandRunner, type CommandRunner } from '../../src/exec/command.js';
 import { CONSOLE_RAKEFILE, CONSOLE_VERSIONS, ConsoleDouble, findRake, WORKER_MODES, type WorkerMode } from './console.js';
+import { ENC_COMPONENT, ENC_MISSING, encClassifierKeys, fallbackNode, LEGACY_NODE, makeEncFiles, readEncFile, removeFromEncFile, startEncMaster } from './enc-rig.js';
 import { ncView, startNodeClassifier } from './node-classifier.js';
 
 /** A node's classification as the backend holds it. */
@@ -226,11 +227,51 @@ const peNodeClassifier: ClassifierBackend = {
   },
 };
 
+/**
+ * enc: a real puppetserver (classes from environment_classes), a groups file, the site's
+ * previous ENC as fallback (test/support/enc-rig.ts); the state is the classification file.
+ */
+const enc: ClassifierBackend = {
+  name: 'enc (real puppetserver)',
+  component: ENC_COMPONENT,
+  missing: ENC_MISSING,
+  spawns: true,
+  stores: { parameters: true, commas: true, backslashes: true },
+  words: { exists: 'Node already exists!', secondStep: '' },
+  knobs: { secondStep: false, hang: false },
+  preExisting: [LEGACY_NODE],
+  async setup() {
+    const [files, master] = await Promise.all([makeEncFiles(), startEncMaster()]);
+    const classesOf = async (): Promise<string[]> => {
+      const { stdout } = await execa('curl', ['-sf', '--cacert', join(master.ssldir, 'certs', 'ca.pem'), '--cert', join(master.ssldir, 'certs', 'localhost.pem'), '--key', join(master.ssldir, 'private_keys', 'localhost.pem'), `https://localhost:${master.port}/puppet/v3/environment_classes?environment=production`]);
+      return (JSON.parse(stdout) as { files: { classes: { name: string }[] }[] }).files.flatMap((f) => f.classes.map((c) => c.name));
+    };
+    return {
+      config: encClassifierKeys(master, files),
+      view: () => ({
+        groups: async () => Object.keys((await import('yaml')).parse(await readFile(files.groupsFile, 'utf8')) as object),
+        classes: classesOf,
+        node: async (name) => {
+          const node = (await readEncFile(files))?.nodes[name];
+          return node === undefined ? fallbackNode(files, name) : { groups: node.groups, classes: node.classes, parameters: node.parameters };
+        },
+        removeBehindEspm: (name) => removeFromEncFile(files, name),
+      }),
+      faults: { reset: () => Promise.resolve() },
+      teardown: async () => {
+        await master.stop();
+        await files.remove();
+      },
+    };
+  },
+};
+
 /** Every classifier backend espm has, with its double or real component. */
 export const CLASSIFIER_BACKENDS: readonly ClassifierBackend[] = [
   ...WORKER_MODES.flatMap((mode) => CONSOLE_VERSIONS.map((version) => dashboardRake(version, mode))),
   sandbox,
   peNodeClassifier,
+  enc,
 ];
 
 /**

@@ -101,11 +101,17 @@ export function puppetserverAvailable(): PuppetserverAvailability {
 /** Options of {@link startPuppetserver}. All are optional. */
 export interface StartPuppetserverOptions {
   /**
-   * Absolute path of an executable ENC script (`node_terminus = exec`, `external_nodes = enc`).
-   * It receives the certname as its only argument and prints YAML on stdout.
+   * An executable ENC (`node_terminus = exec`, `external_nodes = enc`): an absolute path, or a
+   * command line whose first word is one (Puppet splits it on whitespace and appends the
+   * certname). It prints YAML on stdout.
    * Without it the default `plain` node terminus is used (every node gets an empty node).
    */
   enc?: string;
+  /**
+   * auth.conf rules (HOCON objects, e.g. `{ match-request: {…}, allow: "localhost", sort-order: 500, name: "…" }`)
+   * added before the packaged deny-all rule.
+   */
+  authRules?: string[];
   /**
    * Modules for the `production` environment: module name (`[a-z][a-z0-9_]*`) → content of its
    * `manifests/init.pp`.
@@ -408,12 +414,13 @@ export async function startPuppetserver(options: StartPuppetserverOptions = {}):
   const puppet = findPuppet() as string;
 
   if (options.enc !== undefined) {
-    if (!path.isAbsolute(options.enc)) throw new Error(`startPuppetserver: enc must be an absolute path: ${options.enc}`);
-    if (/\s/.test(options.enc)) throw new Error(`startPuppetserver: enc path must not contain whitespace: ${options.enc}`);
+    // Puppet splits external_nodes on whitespace: the first word is the executable.
+    const encFile = options.enc.split(/\s+/)[0]!;
+    if (!path.isAbsolute(encFile)) throw new Error(`startPuppetserver: enc must be an absolute path: ${options.enc}`);
     try {
-      accessSync(options.enc, fsConstants.X_OK);
+      accessSync(encFile, fsConstants.X_OK);
     } catch {
-      throw new Error(`startPuppetserver: enc is not an executable file: ${options.enc}`);
+      throw new Error(`startPuppetserver: enc is not an executable file: ${encFile}`);
     }
   }
   for (const name of Object.keys(options.modules ?? {})) {
@@ -486,6 +493,13 @@ export async function startPuppetserver(options: StartPuppetserverOptions = {}):
 
     for (const file of ['auth.conf', 'metrics.conf', 'web-routes.conf']) {
       await copyFile(path.join(PACKAGED_CONF_D, file), path.join(confD, file));
+    }
+    if ((options.authRules ?? []).length > 0) {
+      const auth = await readFile(path.join(confD, 'auth.conf'), 'utf8');
+      const rulesStart = /rules:\s*\[/.exec(auth);
+      if (rulesStart === null) throw new Error('startPuppetserver: no `rules: [` in the packaged auth.conf');
+      const at = rulesStart.index + rulesStart[0].length;
+      await writeFile(path.join(confD, 'auth.conf'), `${auth.slice(0, at)}\n${options.authRules!.join('\n')}\n${auth.slice(at)}`);
     }
     let caConf = await readFile(path.join(PACKAGED_CONF_D, 'ca.conf'), 'utf8');
     if (options.allowSubjectAltNames) {
