@@ -57,7 +57,7 @@ async function main(): Promise<void> {
     const rubyEnc = join(dir, 'enc.rb');
     await writeFile(rubyEnc, RUBY_ENC);
     await chmod(rubyEnc, 0o755);
-    const file: EncFile = { format: ENC_FILE_FORMAT, written_at: new Date().toISOString(), fallback: [rubyEnc], unowned: renderAnswer({ classes: {} }), nodes: {} };
+    const file: EncFile = { format: ENC_FILE_FORMAT, written_at: new Date().toISOString(), fallback: [rubyEnc], fallback_timeout_ms: 10_000, unowned: renderAnswer({ classes: {} }), nodes: {} };
     const rubyNodes: Record<string, unknown> = {};
     for (let i = 0; i < NODES; i++) {
       const name = `web${i}.example.test`;

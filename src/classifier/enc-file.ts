@@ -30,6 +30,8 @@ export interface EncFile {
   written_at: string;
   /** The site's previous ENC as an argv (the certname is appended); empty = none. */
   fallback: string[];
+  /** How long the fallback may run before it is killed, ms (`[classifier] timeout`). */
+  fallback_timeout_ms: number;
   /** The answer for a name espm does not own when there is no fallback (`classes: {}`). */
   unowned: string;
   /** certname → node; only the nodes espm created. */
@@ -54,6 +56,7 @@ export function checkEncFile(value: unknown, path: string): EncFile {
   if (file.format !== ENC_FILE_FORMAT) return bad(`format ${String(file.format)}, expected ${ENC_FILE_FORMAT}`);
   if (!Array.isArray(file.fallback) || !file.fallback.every((w) => typeof w === 'string')) return bad('fallback');
   if (file.fallback.length > 0 && !file.fallback[0]!.startsWith('/')) return bad('fallback is not an absolute path');
+  if (typeof file.fallback_timeout_ms !== 'number' || !(file.fallback_timeout_ms > 0)) return bad('fallback_timeout_ms');
   if (typeof file.unowned !== 'string') return bad('unowned');
   if (file.nodes === null || typeof file.nodes !== 'object' || Array.isArray(file.nodes)) return bad('nodes');
   return file as EncFile;

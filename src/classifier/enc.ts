@@ -250,7 +250,7 @@ export class EncClassifier implements Classifier {
   }
 
   private emptyFile(): EncFile {
-    return { format: ENC_FILE_FORMAT, written_at: new Date().toISOString(), fallback: [...this.config.fallbackEnc], unowned: renderAnswer({ classes: {} }), nodes: {} };
+    return { format: ENC_FILE_FORMAT, written_at: new Date().toISOString(), fallback: [...this.config.fallbackEnc], fallback_timeout_ms: this.config.timeoutMs, unowned: renderAnswer({ classes: {} }), nodes: {} };
   }
 
   /** Renders every node with the current groups and writes the file atomically (fsync, then rename). */

@@ -17,9 +17,10 @@
  *
  * @packageDocumentation
  */
-import { spawnSync } from 'node:child_process';
 import { readFileSync, writeSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 import { checkEncFile, type EncFile } from '../classifier/enc-file.js';
+import { runPassthrough } from '../exec/passthrough.js';
 
 /** Where the daemon writes the file by default (`[classifier] classification_file`, src/config/defaults.ts ENC_PATHS). */
 const DEFAULT_FILE = '/opt/espm/enc/classification.json';
@@ -39,29 +40,32 @@ export function isEncCertname(name: string): boolean {
   return name.length > 0 && name.length <= 255 && /^[ -.0-~]+$/.test(name) && name === name.toLowerCase() && !name.startsWith('-');
 }
 
-/** The parsed command line, or a usage error. */
-function parseArgs(args: readonly string[]): { file?: string; ini?: string; certname: string } | string {
-  let file: string | undefined;
-  let ini: string | undefined;
-  const rest: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (arg === '-f' || arg === '--file' || arg === '-c' || arg === '--config') {
-      const value = args[++i];
-      if (value === undefined || !value.startsWith('/')) return `${arg} needs an absolute path`;
-      if (arg === '-f' || arg === '--file') file = value;
-      else ini = value;
-    } else if (arg === '-h' || arg === '--help') {
-      return 'help';
-    } else {
-      rest.push(arg);
-    }
+/**
+ * The parsed command line, or a usage error (`help` for -h). Parsed by Node's own
+ * `util.parseArgs` (commander would add ≈ 14 ms to every catalog compile).
+ */
+function parseCommandLine(args: readonly string[]): { file?: string; ini?: string; certname: string } | string {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...args],
+      options: { file: { type: 'string', short: 'f' }, config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    return (err as Error).message;
   }
-  if (rest.length !== 1) return `expected exactly one CERTNAME, got ${rest.length}`;
-  const certname = rest[0]!;
+  const { values, positionals } = parsed;
+  if (values.help === true) return 'help';
+  for (const [option, value] of [['-f', values.file], ['-c', values.config]] as const) {
+    if (value !== undefined && !value.startsWith('/')) return `${option} needs an absolute path`;
+  }
+  if (values.file !== undefined && values.config !== undefined) return '-f and -c exclude each other';
+  if (positionals.length !== 1) return `expected exactly one CERTNAME, got ${positionals.length}`;
+  const certname = positionals[0]!;
   if (!isEncCertname(certname)) return `not a certname: ${JSON.stringify(certname.slice(0, 80))}`;
-  if (file !== undefined && ini !== undefined) return '-f and -c exclude each other';
-  return { certname, ...(file === undefined ? {} : { file }), ...(ini === undefined ? {} : { ini }) };
+  return { certname, ...(values.file === undefined ? {} : { file: values.file }), ...(values.config === undefined ? {} : { ini: values.config }) };
 }
 
 /** `[classifier] classification_file` of an espm.ini (readable only by root: puppetserver passes `-f`). */
@@ -85,7 +89,7 @@ function write(fd: number, text: string): void {
  * @returns the exit status
  */
 export async function runEnc(args: readonly string[]): Promise<number> {
-  const parsed = parseArgs(args);
+  const parsed = parseCommandLine(args);
   if (parsed === 'help') {
     write(1, `${USAGE}\nPrints the ENC YAML of a node espm created; any other certname goes to [classifier] fallback_enc.\n`);
     return 0;
@@ -113,11 +117,10 @@ export async function runEnc(args: readonly string[]): Promise<number> {
     write(1, file.unowned);
     return 0;
   }
-  const [command, ...fallbackArgs] = file.fallback as [string, ...string[]];
-  const result = spawnSync(command, [...fallbackArgs, parsed.certname], { stdio: 'inherit', shell: false });
-  if (result.error !== undefined) {
-    write(2, `espm enc: cannot run the fallback ENC ${command}: ${result.error.message}\n`);
+  const outcome = runPassthrough([...file.fallback, parsed.certname], file.fallback_timeout_ms);
+  if (!outcome.ran) {
+    write(2, `espm enc: the fallback ENC: ${outcome.reason}\n`);
     return EXIT_FAILED;
   }
-  return result.status ?? EXIT_FAILED;
+  return outcome.status;
 }

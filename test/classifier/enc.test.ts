@@ -156,6 +156,7 @@ describe('bin/espm enc, as puppetserver runs it', () => {
       format: ENC_FILE_FORMAT,
       written_at: new Date().toISOString(),
       fallback,
+      fallback_timeout_ms: 2000,
       unowned: '---\nclasses: {}\n',
       nodes: { 'web01.example.test': { groups: [], classes: ['motd'], parameters: {}, yaml: '---\nclasses:\n  motd: {}\n' } },
     };
@@ -193,6 +194,18 @@ describe('bin/espm enc, as puppetserver runs it', () => {
     await rm(path, { force: true });
     await write(['/bin/echo', '--from-setting']);
     expect(await enc('-f', path, 'n1.example.test')).toMatchObject({ exitCode: 0, stdout: '--from-setting n1.example.test\n' });
+  });
+
+  it('a fallback that hangs is killed at [classifier] timeout: exit 1 saying so, within that time', async () => {
+    await rm(path, { force: true });
+    await writeFile(join(dir, 'hung-enc'), '#!/bin/sh\nexec /bin/sleep 30\n');
+    await chmod(join(dir, 'hung-enc'), 0o755);
+    await write([join(dir, 'hung-enc')]);
+    const since = Date.now();
+    const result = await enc('-f', path, 'hang.example.test');
+    expect(result).toMatchObject({ exitCode: 1, stdout: '' });
+    expect(result.stderr).toContain('did not finish within 2 s and was killed');
+    expect(Date.now() - since).toBeLessThan(10_000);
   });
 
   it.each([[[]], [['a.example.test', 'b.example.test']], [['-x']], [['Web01.example.test']], [['a/b']], [['-f']], [['-f', 'relative', 'a.example.test']]])(
@@ -234,7 +247,7 @@ describe('bin/espm enc, as puppetserver runs it', () => {
     };
     await visit(join(ROOT, 'dist', 'cli', 'enc.js'));
     const packages = [...seen].filter((s) => !s.startsWith('/')).sort();
-    expect(packages).toEqual(['ini', 'node:child_process', 'node:fs']);
-    expect([...seen].filter((s) => s.startsWith('/')).map((f) => f.slice(ROOT.length)).sort()).toEqual(['dist/classifier/enc-file.js', 'dist/cli/enc.js']);
+    expect(packages).toEqual(['ini', 'node:child_process', 'node:fs', 'node:path', 'node:util']);
+    expect([...seen].filter((s) => s.startsWith('/')).map((f) => f.slice(ROOT.length)).sort()).toEqual(['dist/classifier/enc-file.js', 'dist/cli/enc.js', 'dist/exec/passthrough.js']);
   });
 });
