@@ -11,30 +11,15 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { encClassifierKeys, environmentClassesRule, LEGACY_NODE, makeEncFiles } from '../test/support/enc-rig.js';
+import { encClassifierKeys, environmentClassesRule, LEGACY_NODE, makeEncFiles, STORY_ENC_GROUP, STORY_GROUPS_YAML, webserverModule } from '../test/support/enc-rig.js';
 import { ESPM_BIN, motdModule } from '../test/support/launch-story.js';
 import { freePort } from '../test/support/net.js';
 import { startPuppetserver, type RealPuppetserver } from '../test/support/puppetserver.js';
 import { action, cleanups, note, redact, say, seconds, step, style } from './narration.js';
-import { checkIt, createNode, discover, explainCurl, narratedConfig, narratedSetup, narratedStart, narratedStop, Platform, presign, printRequestLog, terminate, verifyCertificate } from './platform.js';
+import { createNode, discover, narratedConfig, narratedSetup, narratedStop, presign, printRequestLog, startAndCheck, terminate, verifyCertificate } from './platform.js';
 
-const GROUP = 'webservers';
+const GROUP = STORY_ENC_GROUP;
 const CLASS = 'motd';
-
-/** The operator's groups file: the group gives class `webserver` (an Integer parameter) and a top-scope variable. */
-const GROUPS_YAML = `# the operator's node groups (e.g. in the control repository)
-${GROUP}:
-  classes:
-    webserver: {port: 8080}
-  parameters:
-    tier: web
-databases:
-  classes: [dbserver]
-`;
-
-function webserverModule(file: string): string {
-  return `class webserver(Integer $port) {\n  file { '${file}': content => "port=\${port} tier=\${::tier}\\n" }\n  notify { 'webserver-applied': message => "webserver applied: port \${port}" }\n}\n`;
-}
 
 /** Prints what an ENC printed, one dimmed line each. */
 function printEnc(stdout: string): void {
@@ -48,7 +33,7 @@ export async function encStory(work: string): Promise<void> {
   const motdFile = join(agentDir, 'motd.txt');
   const webFile = join(agentDir, 'web.txt');
   await mkdir(agentDir, { recursive: true });
-  const files = await makeEncFiles(GROUPS_YAML);
+  const files = await makeEncFiles(STORY_GROUPS_YAML);
   cleanups.push({ what: 'remove the groups file and the previous ENC', run: () => files.remove() });
   const encLine = `${ESPM_BIN} enc -f ${files.classificationFile}`;
   const espmEnc = async (name: string) => {
@@ -59,7 +44,7 @@ export async function encStory(work: string): Promise<void> {
 
   const prepared = await step('0', 'Set up the Puppet master and espm', async () => {
     say(`${style.green('•')} the operator's groups file (${files.groupsFile}) and the site's previous ENC (${files.fallbackEnc}, it classifies ${LEGACY_NODE}):`, 2);
-    printEnc(GROUPS_YAML);
+    printEnc(STORY_GROUPS_YAML);
     say(`${style.green('•')} starting a throw-away puppetserver (CA setup, then the JVM: 30–60 s) …`, 2);
     puppet = await action(
       'puppetserver running',
@@ -89,12 +74,7 @@ export async function encStory(work: string): Promise<void> {
       classifier: keys,
       ca: { backend: 'puppetserver-api', puppet: '/usr/bin/puppet', config: puppet.confPath, ssldir: puppet.ssldir },
     });
-    say(`${style.green('•')} start espm (it writes ${files.classificationFile} for espm enc):`, 2);
-    const espm = await narratedStart(setup.configPath);
-    const platform = new Platform(espmPort, setup.certificate, setup.psk, setup.fingerprint);
-    explainCurl(platform, setup.configPath, setup.certPath);
-    say('Check it:', 2);
-    await checkIt(platform);
+    const { espm, platform } = await startAndCheck(setup, espmPort, `start espm (it writes ${files.classificationFile} for espm enc):`);
     return { espm, platform };
   });
   const { espm, platform } = prepared;

@@ -129,6 +129,26 @@ export async function narratedStart(configPath: string): Promise<EspmProcess> {
   return espm;
 }
 
+/**
+ * Starts espm as set up, builds the platform's pinned client for it, shows the curl form of the
+ * calls, and checks it (`/healthz`, `/v1/status`): the last step of every story's preparation.
+ *
+ * @param setup - what `narratedSetup` returned (config, certificate, PSK, fingerprint)
+ * @param port - espm's port, as given to espm_setup
+ * @param what - the line announcing the start, e.g. `start espm:`
+ * @returns the running espm and the platform's client
+ * @throws when espm does not start or does not answer
+ */
+export async function startAndCheck(setup: EspmSetup, port: number, what = 'start espm:'): Promise<{ espm: EspmProcess; platform: Platform }> {
+  say(`${style.green('•')} ${what}`, 2);
+  const espm = await narratedStart(setup.configPath);
+  const platform = new Platform(port, setup.certificate, setup.psk, setup.fingerprint);
+  explainCurl(platform, setup.configPath, setup.certPath);
+  say('Check it:', 2);
+  await checkIt(platform);
+  return { espm, platform };
+}
+
 /** SIGTERM to espm, prints its exit code and its last log lines; throws unless it exits 0. */
 export async function narratedStop(espm: EspmProcess): Promise<void> {
   const before = espm.lines.length;

@@ -18,21 +18,7 @@ import {
 } from '../test/support/launch-story.js';
 import { freePort } from '../test/support/net.js';
 import { action, cleanups, note, redact, say, seconds, step, style } from './narration.js';
-import {
-  checkIt,
-  createNode,
-  discover,
-  explainCurl,
-  narratedConfig,
-  narratedSetup,
-  narratedStart,
-  narratedStop,
-  Platform,
-  presign,
-  printRequestLog,
-  terminate,
-  verifyCertificate,
-} from './platform.js';
+import { createNode, discover, narratedConfig, narratedSetup, narratedStop, presign, printRequestLog, startAndCheck, terminate, verifyCertificate } from './platform.js';
 
 /** `puppet agent --detailed-exitcodes`. */
 const AGENT_EXIT_MEANINGS: Readonly<Record<number, string>> = {
@@ -96,12 +82,7 @@ export async function realStory(work: string): Promise<void> {
     const setup = await narratedSetup(work, espmPort);
     say(`${style.green('•')} point the config at the console double and at puppetserver-ca of this puppetserver:`, 2);
     await narratedConfig(setup.configPath, await realBackendConfig(master));
-    say(`${style.green('•')} start espm:`, 2);
-    const espm = await narratedStart(setup.configPath);
-    const platform = new Platform(espmPort, setup.certificate, setup.psk, setup.fingerprint);
-    explainCurl(platform, setup.configPath, setup.certPath);
-    say('Check it:', 2);
-    await checkIt(platform);
+    const { espm, platform } = await startAndCheck(setup, espmPort);
     return { espm, platform };
   });
   const { espm, platform } = prepared;

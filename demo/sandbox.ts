@@ -12,21 +12,7 @@ import { SandboxClassifier } from '../src/classifier/sandbox.js';
 import { STORY_CLASS } from '../test/support/launch-story.js';
 import { freePort } from '../test/support/net.js';
 import { say, step, style } from './narration.js';
-import {
-  checkIt,
-  createNode,
-  discover,
-  explainCurl,
-  narratedConfig,
-  narratedSetup,
-  narratedStart,
-  narratedStop,
-  Platform,
-  presign,
-  printRequestLog,
-  terminate,
-  verifyCertificate,
-} from './platform.js';
+import { createNode, discover, narratedConfig, narratedSetup, narratedStop, presign, printRequestLog, startAndCheck, terminate, verifyCertificate } from './platform.js';
 
 
 /**
@@ -42,12 +28,7 @@ export async function sandboxStory(work: string): Promise<void> {
     const setup = await narratedSetup(work, espmPort);
     say(`${style.green('•')} switch both backends to the sandbox (a pretend PE 2.5 console and a CA of espm's own, in ${join(setup.stateDir, 'sandbox')}):`, 2);
     await narratedConfig(setup.configPath, { classifier: { backend: 'sandbox' }, ca: { backend: 'sandbox' } });
-    say(`${style.green('•')} start espm:`, 2);
-    const espm = await narratedStart(setup.configPath);
-    const platform = new Platform(espmPort, setup.certificate, setup.psk, setup.fingerprint);
-    explainCurl(platform, setup.configPath, setup.certPath);
-    say('Check it:', 2);
-    await checkIt(platform);
+    const { espm, platform } = await startAndCheck(setup, espmPort);
     return { espm, platform, stateDir: setup.stateDir };
   });
   const { espm, platform, stateDir } = prepared;

@@ -17,31 +17,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describeWith } from '../support/components.js';
-import { ENC_COMPONENT, ENC_MISSING, encClassifierKeys, environmentClassesRule, LEGACY_NODE, makeEncFiles, type EncFiles } from '../support/enc-rig.js';
+import { ENC_COMPONENT, ENC_MISSING, encClassifierKeys, environmentClassesRule, LEGACY_NODE, makeEncFiles, STORY_ENC_GROUP, STORY_GROUPS_YAML, webserverModule, type EncFiles } from '../support/enc-rig.js';
 import { editEspmConfig, ESPM_BIN, motdModule, runEspmSetup, startEspmProcess, stopEspmProcess, waitFor, type EspmProcess, type EspmSetup } from '../support/launch-story.js';
 import { freePort } from '../support/net.js';
 import { expectStatus, pinnedClient, type PinnedCall } from '../support/pinned-client.js';
 import { PUPPETSERVER_BIN, startPuppetserver, type RealPuppetserver } from '../support/puppetserver.js';
 import { existsSync } from 'node:fs';
 
-const GROUP = 'webservers';
+const GROUP = STORY_ENC_GROUP;
 const NODE = `web01-${Date.now()}.example.test`;
 const MESSAGE = 'hello from the platform, through espm enc';
-
-/** The group gives class `webserver` with an Integer parameter, and a top-scope variable. */
-const groupsYaml = `# the operator's groups (control repository)
-${GROUP}:
-  classes:
-    webserver: {port: 8080}
-  parameters:
-    tier: web
-databases:
-  classes: [dbserver]
-`;
-
-function webserverModule(file: string): string {
-  return `class webserver(Integer $port) {\n  file { '${file}': content => "port=\${port} tier=\${::tier}\\n" }\n}\n`;
-}
 
 describeWith(ENC_COMPONENT, ENC_MISSING)('open-source Puppet: espm is the ENC for its nodes, on a real puppetserver (issue #14)', () => {
   let work: string;
@@ -63,7 +48,7 @@ describeWith(ENC_COMPONENT, ENC_MISSING)('open-source Puppet: espm is the ENC fo
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'espm-e2e-enc-'));
-    files = await makeEncFiles(groupsYaml);
+    files = await makeEncFiles(STORY_GROUPS_YAML);
     agentDir = join(work, 'agent');
     await mkdir(agentDir, { recursive: true });
     motdFile = join(agentDir, 'motd.txt');

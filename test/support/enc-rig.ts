@@ -115,3 +115,31 @@ export async function removeFromEncFile(files: EncFiles, name: string): Promise<
   delete file.nodes[name];
   await writeFile(files.classificationFile, JSON.stringify(file));
 }
+
+/** The node group of the ENC story (demo and e2e): it gives class `webserver` and a top-scope variable. */
+export const STORY_ENC_GROUP = 'webservers';
+
+/**
+ * The operator's groups file of the ENC story: {@link STORY_ENC_GROUP} gives class `webserver`
+ * with an Integer parameter and the top-scope variable `tier`; `databases` gives `dbserver`.
+ */
+export const STORY_GROUPS_YAML = `# the operator's node groups (e.g. in the control repository)
+${STORY_ENC_GROUP}:
+  classes:
+    webserver: {port: 8080}
+  parameters:
+    tier: web
+databases:
+  classes: [dbserver]
+`;
+
+/**
+ * The `webserver` class of the ENC story's modules: writes `port=<port> tier=<::tier>` to `file`
+ * (the agent's proof that the group's class, its parameter and the group's variable arrived).
+ *
+ * @param file - absolute path the class writes on the agent
+ * @returns the manifest text of `webserver/manifests/init.pp`
+ */
+export function webserverModule(file: string): string {
+  return `class webserver(Integer $port) {\n  file { '${file}': content => "port=\${port} tier=\${::tier}\\n" }\n  notify { 'webserver-applied': message => "webserver applied: port \${port}" }\n}\n`;
+}
