@@ -53,6 +53,8 @@ export interface RealPuppetDb {
   readonly port: number;
   /** JVM stdout + stderr. */
   readonly logPath: string;
+  /** Jetty's access log so far (`%h %u [%t] "%r" %s %b %D` per request; '' before the first). */
+  accessLog(): Promise<string>;
   /** PID of PuppetDB's JVM now (changes after {@link RealPuppetDb.start}). */
   pid(): number | undefined;
   /**
@@ -124,6 +126,7 @@ export async function startPuppetDbStack(serverOptions: StartPuppetserverOptions
   const pg = path.join(dir, 'pg');
   const conf = path.join(dir, 'conf.d');
   const logPath = path.join(dir, 'puppetdb.out');
+  const accessLogPath = path.join(dir, 'access.log');
   let postgres: ResultPromise | undefined;
   let jvm: ResultPromise | undefined;
   const exitHook = (): void => {
@@ -138,7 +141,8 @@ export async function startPuppetDbStack(serverOptions: StartPuppetserverOptions
   };
   const get = (pathAndQuery: string): Promise<{ status: number; body: unknown }> =>
     new Promise((resolve, reject) => {
-      const req = https.get({ host: '127.0.0.1', servername: 'localhost', port, path: pathAndQuery, ...tls, agent: false, timeout: 10_000 }, (res) => {
+      // Jetty refuses a Host header that differs from the SNI name (400 "Host does not match SNI").
+      const req = https.get({ host: '127.0.0.1', servername: 'localhost', headers: { host: `localhost:${port}` }, port, path: pathAndQuery, ...tls, agent: false, timeout: 10_000 }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => (text += c));
@@ -186,7 +190,12 @@ export async function startPuppetDbStack(serverOptions: StartPuppetserverOptions
     await writeFile(
       path.join(conf, 'jetty.ini'),
       `[jetty]\nssl-host = 127.0.0.1\nssl-port = ${port}\nssl-key = ${path.join(server.ssldir, 'private_keys', 'localhost.pem')}\n` +
-        `ssl-cert = ${path.join(server.ssldir, 'certs', 'localhost.pem')}\nssl-ca-cert = ${path.join(server.ssldir, 'certs', 'ca.pem')}\n`,
+        `ssl-cert = ${path.join(server.ssldir, 'certs', 'localhost.pem')}\nssl-ca-cert = ${path.join(server.ssldir, 'certs', 'ca.pem')}\n` +
+        `access-log-config = ${path.join(dir, 'request-logging.xml')}\n`,
+    );
+    await writeFile(
+      path.join(dir, 'request-logging.xml'),
+      `<configuration debug="false">\n <appender name="F" class="ch.qos.logback.core.FileAppender"><file>${accessLogPath}</file><encoder><pattern>%h %u [%t] "%r" %s %b %D</pattern></encoder></appender>\n <appender-ref ref="F"/>\n</configuration>\n`,
     );
     await copyFile(PUPPETDB_AUTH_CONF, path.join(conf, 'auth.conf'));
     await mkdir(path.join(dir, 'var'));
@@ -200,6 +209,7 @@ export async function startPuppetDbStack(serverOptions: StartPuppetserverOptions
     url,
     port,
     logPath,
+    accessLog: () => readFile(accessLogPath, 'utf8').catch(() => ''),
     pid: () => jvm?.pid,
     get,
     stopPuppetDb: () => stopChild(jvm, 'SIGTERM'),
