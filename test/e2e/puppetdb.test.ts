@@ -14,6 +14,9 @@
  * Needs `npm run build` (bin/espm runs dist/). Never prints the PSK or a private key.
  */
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+import YAML from 'yaml';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +33,16 @@ const NODE = `web-${STAMP}.example.test`;
 const QUIET = `quiet-${STAMP}.example.test`;
 const OTHER = `other-${STAMP}.example.test`;
 const LATE = [`late1-${STAMP}.example.test`, `late2-${STAMP}.example.test`] as const;
+
+/** docs/openapi.yaml's schema `name`: every body below is checked against the contract. */
+const openapi = YAML.parse(await readFile(new URL('../../docs/openapi.yaml', import.meta.url), 'utf8')) as object;
+const ajv = new Ajv2020({ strict: false, allErrors: true });
+(addFormats as unknown as (a: Ajv2020) => void)(ajv);
+ajv.addSchema(openapi, 'espm');
+function expectContract(schema: 'Node' | 'OwnedCertificate' | 'Problem' | 'Status', body: unknown): void {
+  const validate = ajv.getSchema(`espm#/components/schemas/${schema}`)!;
+  expect([schema, validate(body) ? [] : validate.errors]).toEqual([schema, []]);
+}
 
 interface PdbNode {
   certname: string;
@@ -73,6 +86,7 @@ describeWith(PUPPETDB_COMPONENT, puppetdbMissing())('PuppetDB at termination, on
   const pending = async (): Promise<number> => {
     const status = await call('GET', '/v1/status');
     expectStatus(status, 200, 'GET /v1/status');
+    expectContract('Status', status.body);
     return (status.body['puppetdb'] as { pending_deactivations: number }).pending_deactivations;
   };
   const startEspm = async (retryInterval: string): Promise<void> => {
@@ -115,12 +129,14 @@ describeWith(PUPPETDB_COMPONENT, puppetdbMissing())('PuppetDB at termination, on
       const before = await call('GET', path);
       expectStatus(before, 200, `GET ${path}`);
       expect(before.body['puppetdb']).toEqual({ state: 'unknown', latest_report_status: null, report_timestamp: null });
+      expectContract(path.startsWith('/v1/nodes') ? 'Node' : 'OwnedCertificate', before.body);
     }
     await firstRun(NODE, issued);
     for (const path of [`/v1/nodes/${NODE}`, `/v1/certificates/${NODE}`]) {
       const after = await call('GET', path);
       expectStatus(after, 200, `GET ${path}`);
       expect(after.body['puppetdb']).toEqual({ state: 'active', latest_report_status: 'changed', report_timestamp: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+      expectContract(path.startsWith('/v1/nodes') ? 'Node' : 'OwnedCertificate', after.body);
     }
   }, 240_000);
 
@@ -156,6 +172,7 @@ describeWith(PUPPETDB_COMPONENT, puppetdbMissing())('PuppetDB at termination, on
       const failed = await call('DELETE', `/v1/nodes/${name}`);
       expectStatus(failed, 502, 'DELETE /v1/nodes with PuppetDB down');
       expect(failed.body).toMatchObject({ code: 'puppetdb_failed', pending_steps: ['puppetdb_deactivation'] });
+      expectContract('Problem', failed.body);
     }
     const revoked = await call('DELETE', `/v1/certificates/${LATE[0]}`);
     expect(revoked.body['code']).toBe('puppetdb_failed');

@@ -129,9 +129,17 @@ export async function startPuppetDbStack(serverOptions: StartPuppetserverOptions
   const accessLogPath = path.join(dir, 'access.log');
   let postgres: ResultPromise | undefined;
   let jvm: ResultPromise | undefined;
+  // Last resort if the test process ends without stop(): kill both by PID, remove the directory.
   const exitHook = (): void => {
-    for (const child of [jvm, postgres]) if (child?.pid !== undefined) try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
-    try { rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ }
+    for (const child of [jvm, postgres]) {
+      if (child?.pid === undefined) continue;
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
   };
   process.on('exit', exitHook);
   const tls = {
@@ -148,7 +156,11 @@ export async function startPuppetDbStack(serverOptions: StartPuppetserverOptions
         res.on('data', (c: string) => (text += c));
         res.on('end', () => {
           let body: unknown;
-          try { body = JSON.parse(text); } catch { body = undefined; }
+          try {
+            body = JSON.parse(text);
+          } catch {
+            body = undefined; // not JSON
+          }
           resolve({ status: res.statusCode ?? 0, body });
         });
       });
