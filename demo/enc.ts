@@ -11,7 +11,7 @@
  *
  * @packageDocumentation
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { encClassifierKeys, environmentClassesRule, LEGACY_NODE, makeEncFiles, STORY_ENC_GROUP, STORY_GROUPS_YAML, webserverModule } from '../test/support/enc-rig.js';
@@ -58,6 +58,7 @@ export async function encStory(work: string): Promise<void> {
       modules: { motd: motdModule(motdFile), webserver: webserverModule(webFile), dbserver: 'class dbserver { }\n' },
     };
     if (withPuppetDb) {
+      await chmod(work, 0o711); // PostgreSQL (user postgres) must traverse it: docs/reference/real-puppetdb.md
       say(`${style.green('•')} starting a throw-away puppetserver storing its reports in PuppetDB, then PostgreSQL and PuppetDB (1–2 min) …`, 2);
       const stack = await action(
         'puppetserver and PuppetDB running',

@@ -12,7 +12,7 @@
  * @packageDocumentation
  */
 import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile, copyFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
@@ -122,7 +122,14 @@ export async function startPuppetDbStack(serverOptions: StartPuppetserverOptions
   const url = `https://localhost:${port}`;
   const server = await startPuppetserver({ ...serverOptions, puppetdb: { url } });
   const dir = await mkdtemp(path.join(os.tmpdir(), 'espm-puppetdb-'));
-  await chmod(dir, 0o711); // postgres must traverse it
+  await chmod(dir, 0o711); // postgres must traverse it, and every directory above it
+  for (let up = path.dirname(dir); up !== path.dirname(up); up = path.dirname(up)) {
+    if (((await stat(up)).mode & 0o001) === 0) {
+      await rm(dir, { recursive: true, force: true });
+      await server.stop();
+      throw new Error(`startPuppetDbStack: ${up} is not traversable by others (chmod o+x it): PostgreSQL runs as user postgres under ${dir}`);
+    }
+  }
   const pg = path.join(dir, 'pg');
   const conf = path.join(dir, 'conf.d');
   const logPath = path.join(dir, 'puppetdb.out');
