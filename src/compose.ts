@@ -106,6 +106,10 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
     puppetdb,
     start() {
       startAdapters(classifier, ca, logger);
+      puppetdbAdapter?.start().then(
+        () => logger.info({ puppetdb: puppetdbAdapter.url }, 'PuppetDB identity ready'),
+        (err: unknown) => logger.warn({ puppetdb: puppetdbAdapter.url, error: (err as Error).message }, 'PuppetDB identity not usable; PuppetDB calls will fail until it is'),
+      );
       retry?.start();
     },
     async reload() {

@@ -131,6 +131,20 @@ export class PuppetDb {
     });
   }
 
+  /**
+   * Resolves the identity and reads its PEM files now (espm calls it once listening), so that
+   * the first request does not pay `puppet config print`.
+   *
+   * @throws {@link PuppetDbError} as the first request would (the next request tries again)
+   */
+  async start(): Promise<void> {
+    try {
+      await this.connect();
+    } catch (err) {
+      throw toPuppetDbError(err);
+    }
+  }
+
   /** PuppetDB's origin. */
   get url(): string {
     return this.options.url;

@@ -72,6 +72,15 @@ describe('PuppetDB unreachable', () => {
     expect(ledger.get('node', 'present.example.test')?.state).toBe('deleting');
   });
 
+  it('start() reads the identity at once; an unreadable one is a failed PuppetDbError naming the path', async () => {
+    await expect(puppetdb.start()).resolves.toBeUndefined();
+    const broken = new PuppetDb(
+      { url: 'https://localhost:1', timeoutMs: 1_000, puppet: '/nonexistent/puppet', puppetConfig: '/nonexistent/puppet.conf', cert: '/nonexistent/cert.pem', key: pki.clientKeyPath, ca: pki.caPath },
+      new ExecaCommandRunner(),
+    );
+    await expect(broken.start()).rejects.toMatchObject({ name: 'PuppetDbError', failure: 'failed', message: expect.stringContaining('/nonexistent/cert.pem') });
+  });
+
   it('GET\'s view is null when PuppetDB cannot be asked', async () => {
     await expect(service.view(NAME)).resolves.toBeNull();
   });
