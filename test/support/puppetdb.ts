@@ -149,15 +149,11 @@ export async function startPuppetDbStack(serverOptions: StartPuppetserverOptions
     rmSync(dir, { recursive: true, force: true });
   };
   process.on('exit', exitHook);
-  const tls = {
-    ca: await readFile(path.join(server.ssldir, 'certs', 'ca.pem')),
-    cert: await readFile(path.join(server.ssldir, 'certs', 'localhost.pem')),
-    key: await readFile(path.join(server.ssldir, 'private_keys', 'localhost.pem')),
-  };
+  let tls: { ca: Buffer; cert: Buffer; key: Buffer } | undefined;
   const get = (pathAndQuery: string): Promise<{ status: number; body: unknown }> =>
     new Promise((resolve, reject) => {
       // Jetty refuses a Host header that differs from the SNI name (400 "Host does not match SNI").
-      const req = https.get({ host: '127.0.0.1', servername: 'localhost', headers: { host: `localhost:${port}` }, port, path: pathAndQuery, ...tls, agent: false, timeout: 10_000 }, (res) => {
+      const req = https.get({ host: '127.0.0.1', servername: 'localhost', headers: { host: `localhost:${port}` }, port, path: pathAndQuery, ...tls!, agent: false, timeout: 10_000 }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => (text += c));
@@ -190,6 +186,12 @@ export async function startPuppetDbStack(serverOptions: StartPuppetserverOptions
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   };
   try {
+    // The master's identity: PuppetDB serves with it and wants a client certificate.
+    tls = {
+      ca: await readFile(path.join(server.ssldir, 'certs', 'ca.pem')),
+      cert: await readFile(path.join(server.ssldir, 'certs', 'localhost.pem')),
+      key: await readFile(path.join(server.ssldir, 'private_keys', 'localhost.pem')),
+    };
     // PostgreSQL: a throw-away cluster owned by postgres (recipe step 1).
     await mkdir(pg, { mode: 0o700 });
     await execa('chown', ['postgres:postgres', pg]);
