@@ -19,6 +19,8 @@
  * 4. bench/startup.ts — spawn → first /healthz, idle RSS
  * 5. bench/ca.ts — puppetserver-ca vs puppetserver-api on a real puppetserver (skipped, with
  *    the reason, when it is not installed)
+ * 6. bench/puppetdb.ts — DELETE with `[puppetdb] url` on vs off on a real PuppetDB: added p50
+ *    and PuppetDB requests per DELETE (skipped, with the reason, when PuppetDB is not installed)
  *
  * Bounded: every bench has fixed counts or durations; the launch burst is stopped after
  * `--burst-minutes`. Loopback only.
@@ -35,6 +37,7 @@ import { caBench } from './ca.js';
 import { discoveryBench } from './discovery.js';
 import { BurstReportSchema, FLOOR_RATIO_GOAL, type BurstReport } from './launch-burst.js';
 import { overheadBench } from './overhead.js';
+import { puppetdbBench } from './puppetdb.js';
 import { startupBench } from './startup.js';
 import { assertBuilt, figureLine, loadAverage, machine, printResult, RESULTS_PATH, ROOT, round, type BenchResult } from './support.js';
 
@@ -55,7 +58,7 @@ export interface RunOptions {
 }
 
 /** Every bench, in the order run. */
-export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca'] as const;
+export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca', 'puppetdb'] as const;
 
 /** The two runs of bench 3, each selectable alone with `--only`: issue #9's slow console boot, issue #8's puppet cert CA. */
 export const BURST_RUNS = ['burst-boot', 'burst-ca'] as const;
@@ -274,6 +277,7 @@ export async function runBenches(options: RunOptions = {}): Promise<BenchResult[
     ['discovery', () => discoveryBench()],
     ['burst', () => launchBurstBench(options.burstMinutes ?? 4, burstRuns, options.burstLaunches ?? 50)],
     ['ca', () => caBench()],
+    ['puppetdb', () => puppetdbBench()],
   ];
   const results: BenchResult[] = [];
   for (const [name, bench] of plan) {

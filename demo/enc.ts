@@ -4,17 +4,21 @@
  * master and writes `enc` + `puppetserver-api`) and espm, steps 1–5 with a real
  * `puppet agent --onetime` applying a group's class and the node's class with its parameter,
  * a node espm did not create answered by the site's previous ENC, then termination: the name
- * goes back to that ENC and the agent is refused.
+ * goes back to that ENC and the agent is refused. When PuppetDB is installed (issue #16), the
+ * master stores its reports in a throw-away PuppetDB (test/support/puppetdb.ts) and espm has
+ * `[puppetdb] url`: after the first run GET shows its `latest_report_status`, and termination
+ * deactivates the certname in PuppetDB.
  *
  * @packageDocumentation
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { encClassifierKeys, environmentClassesRule, LEGACY_NODE, makeEncFiles, STORY_ENC_GROUP, STORY_GROUPS_YAML, webserverModule } from '../test/support/enc-rig.js';
 import { ESPM_BIN, motdModule } from '../test/support/launch-story.js';
 import { freePort } from '../test/support/net.js';
-import { startPuppetserver, type RealPuppetserver } from '../test/support/puppetserver.js';
+import { puppetdbMissing, startPuppetDbStack, type RealPuppetDb } from '../test/support/puppetdb.js';
+import { startPuppetserver, type RealPuppetserver, type StartPuppetserverOptions } from '../test/support/puppetserver.js';
 import { action, cleanups, note, redact, say, seconds, step, style } from './narration.js';
 import { createNode, discover, narratedConfig, narratedSetup, narratedStop, presign, printRequestLog, startAndCheck, terminate, verifyCertificate } from './platform.js';
 
@@ -41,25 +45,45 @@ export async function encStory(work: string): Promise<void> {
     return execa(file, [...args, name], { reject: false, stripFinalNewline: false });
   };
   let puppet: RealPuppetserver | undefined;
+  let puppetdb: RealPuppetDb | undefined;
+  const withPuppetDb = puppetdbMissing() === undefined;
 
   const prepared = await step('0', 'Set up the Puppet master and espm', async () => {
     say(`${style.green('•')} the operator's groups file (${files.groupsFile}) and the site's previous ENC (${files.fallbackEnc}, it classifies ${LEGACY_NODE}):`, 2);
     printEnc(STORY_GROUPS_YAML);
-    say(`${style.green('•')} starting a throw-away puppetserver (CA setup, then the JVM: 30–60 s) …`, 2);
-    puppet = await action(
-      'puppetserver running',
-      async () => {
-        const started = await startPuppetserver({
-          port: 0,
-          enc: encLine,
-          authRules: [environmentClassesRule('localhost')],
-          modules: { motd: motdModule(motdFile), webserver: webserverModule(webFile), dbserver: 'class dbserver { }\n' },
-        });
-        cleanups.push({ what: 'stop puppetserver', run: () => started.stop() });
-        return started;
-      },
-      (m) => `127.0.0.1:${m.port}, pid ${m.pid}, modules motd, webserver, dbserver (state in ${m.dir})`,
-    );
+    const serverOptions: StartPuppetserverOptions = {
+      port: 0,
+      enc: encLine,
+      authRules: [environmentClassesRule('localhost')],
+      modules: { motd: motdModule(motdFile), webserver: webserverModule(webFile), dbserver: 'class dbserver { }\n' },
+    };
+    if (withPuppetDb) {
+      await chmod(work, 0o711); // PostgreSQL (user postgres) must traverse it: docs/reference/real-puppetdb.md
+      say(`${style.green('•')} starting a throw-away puppetserver storing its reports in PuppetDB, then PostgreSQL and PuppetDB (1–2 min) …`, 2);
+      const stack = await action(
+        'puppetserver and PuppetDB running',
+        async () => {
+          const started = await startPuppetDbStack(serverOptions);
+          cleanups.push({ what: 'stop PuppetDB and puppetserver', run: () => started.stop() });
+          return started;
+        },
+        (s) => `puppetserver 127.0.0.1:${s.server.port}, PuppetDB ${s.puppetdb.url} (reports = puppetdb, storeconfigs)`,
+      );
+      puppet = stack.server;
+      puppetdb = stack.puppetdb;
+    } else {
+      say(`${style.green('•')} starting a throw-away puppetserver (CA setup, then the JVM: 30–60 s) …`, 2);
+      note('PuppetDB is not installed (apt-get install puppetdb puppet-terminus-puppetdb postgresql-15): the PuppetDB steps are left out');
+      puppet = await action(
+        'puppetserver running',
+        async () => {
+          const started = await startPuppetserver(serverOptions);
+          cleanups.push({ what: 'stop puppetserver', run: () => started.stop() });
+          return started;
+        },
+        (m) => `127.0.0.1:${m.port}, pid ${m.pid}, modules motd, webserver, dbserver (state in ${m.dir})`,
+      );
+    }
     say('its puppet.conf [server] and auth.conf hold what espm_setup tells the operator to add:', 4);
     say(style.dim('│ ') + 'node_terminus = exec', 6);
     say(style.dim('│ ') + `external_nodes = ${encLine}`, 6);
@@ -73,6 +97,7 @@ export async function encStory(work: string): Promise<void> {
     await narratedConfig(setup.configPath, {
       classifier: keys,
       ca: { backend: 'puppetserver-api', puppet: '/usr/bin/puppet', config: puppet.confPath, ssldir: puppet.ssldir },
+      ...(puppetdb === undefined ? {} : { puppetdb: { url: puppetdb.url, puppet: '/usr/bin/puppet', config: puppet.confPath } }),
     });
     const { espm, platform } = await startAndCheck(setup, espmPort, `start espm (it writes ${files.classificationFile} for espm enc):`);
     return { espm, platform };
@@ -116,10 +141,22 @@ export async function encStory(work: string): Promise<void> {
       throw new Error(`the agent run did not apply the group's and the node's classes (exit ${run.exitCode}, expected 2):\n${redact(output.trim())}`);
     }
     say(style.green(`Exit 2: group ${GROUP}'s class webserver and the node's class ${CLASS} (with motd_message) applied; no double anywhere.`), 2);
+    if (puppetdb !== undefined) {
+      say('the platform sees from the master that the first run happened and how it ended (PuppetDB\'s latest report):', 2);
+      const node = await platform.call('GET', `/v1/nodes/${name}`);
+      const view = node.body['puppetdb'] as { state?: string; latest_report_status?: string } | null | undefined;
+      say(`puppetdb: state ${style.bold(String(view?.state))}, latest_report_status ${style.bold(String(view?.latest_report_status))}`, 4);
+      if (view?.state !== 'active' || view.latest_report_status !== 'changed') throw new Error(`GET /v1/nodes/${name} did not show the first run in PuppetDB: ${JSON.stringify(view)}`);
+    }
   });
 
   await step('5', 'Terminate', async () => {
     await terminate(platform, name);
+    if (puppetdb !== undefined) {
+      const node = (await puppetdb.get(`/pdb/query/v4/nodes/${name}`)).body as { deactivated?: string | null };
+      say(`PuppetDB (GET /pdb/query/v4/nodes/${name}): deactivated ${style.bold(String(node.deactivated))} — its exported resources no longer reach other nodes`, 2);
+      if (typeof node.deactivated !== 'string') throw new Error(`${name} is still active in PuppetDB after termination`);
+    }
     say(`the name is back with the previous ENC (what ${name} got before espm created it):`, 2);
     say(`${style.cyan('$')} ${style.cyan(`${encLine} ${name}`)}`, 4);
     printEnc(String((await espmEnc(name)).stdout));

@@ -1,6 +1,7 @@
 /**
  * The composition root: builds one daemon's parts from its config — the ledger, the
- * classifier and CA adapters `[classifier] backend` / `[ca] backend` name, the two services —
+ * classifier and CA adapters `[classifier] backend` / `[ca] backend` name, the two services,
+ * PuppetDB at termination and its background retry when `[puppetdb] url` is set —
  * and the body of `GET /v1/status`. The HTTPS lifecycle (listen, reload, drain) is
  * src/server.ts's; this module decides which parts there are and how they are wired.
  *
@@ -23,8 +24,11 @@ import type { ConnectionCounts } from './http/connection-guard.js';
 import type { StatusBody } from './http/routes/status.js';
 import type { Logger } from './logger.js';
 import { Ledger } from './ownership/ledger.js';
+import { createPuppetDb } from './puppetdb/puppetdb.js';
 import { CertificateService } from './service/certificates.js';
+import { DeactivationRetry } from './service/deactivation-retry.js';
 import { NodeService } from './service/nodes.js';
+import { DEACTIVATION, PuppetDbService } from './service/puppetdb.js';
 import { VERSION } from './version.js';
 
 /** What {@link composeDaemon} takes besides the config. */
@@ -51,6 +55,8 @@ export interface Daemon {
   readonly nodes: NodeService;
   /** The certificate service behind `/v1/certificates`. */
   readonly certificates: CertificateService;
+  /** PuppetDB at termination; undefined when `[puppetdb] url` is empty. */
+  readonly puppetdb: PuppetDbService | undefined;
   /**
    * Starts the adapters' background work once espm listens (the console worker, the CA's
    * key pool) and logs whether the console is usable. Never throws.
@@ -82,16 +88,29 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
   const hook = afterBackend === undefined ? {} : { afterBackend };
   const classifier = createClassifier(config.classifier, runner, config.state.dir, logger);
   const ca = createCertificateAuthority(config.ca, runner, config.state.dir, logger);
-  const nodes = new NodeService(classifier, ledger, { cacheTtlMs: config.classifier.cacheTtlMs, logger, ...hook });
-  const certificates = new CertificateService(ca, ledger, { logger, ...hook });
+  const puppetdbAdapter = createPuppetDb(config.puppetdb, runner);
+  const puppetdb = puppetdbAdapter === undefined ? undefined : new PuppetDbService(puppetdbAdapter, ledger, { logger });
+  const withPuppetDb = puppetdb === undefined ? {} : { puppetdb };
+  const retry =
+    puppetdb === undefined
+      ? undefined
+      : new DeactivationRetry(puppetdb, { intervalMs: config.puppetdb.retryIntervalMs, maxIntervalMs: config.puppetdb.retryMaxIntervalMs, logger });
+  const nodes = new NodeService(classifier, ledger, { cacheTtlMs: config.classifier.cacheTtlMs, logger, ...hook, ...withPuppetDb });
+  const certificates = new CertificateService(ca, ledger, { logger, ...hook, ...withPuppetDb });
   return {
     ledger,
     classifier,
     ca,
     nodes,
     certificates,
+    puppetdb,
     start() {
       startAdapters(classifier, ca, logger);
+      puppetdbAdapter?.start().then(
+        () => logger.info({ puppetdb: puppetdbAdapter.url }, 'PuppetDB identity ready'),
+        (err: unknown) => logger.warn({ puppetdb: puppetdbAdapter.url, error: (err as Error).message }, 'PuppetDB identity not usable; PuppetDB calls will fail until it is'),
+      );
+      retry?.start();
     },
     async reload() {
       if (classifier.reload === undefined) return;
@@ -102,6 +121,8 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
       );
     },
     async close() {
+      await retry?.stop();
+      await puppetdbAdapter?.close();
       await classifier.close?.();
       ca.close?.();
       await ledger.close();
@@ -142,8 +163,14 @@ export function statusBody(config: Config, ledger: Ledger, startedAt: bigint, co
       nodes: { present: counts.node.present, uncertain: counts.node.uncertain },
       certificates: { present: counts.certificate.present, uncertain: counts.certificate.uncertain },
     },
+    puppetdb: { enabled: config.puppetdb.url !== undefined, pending_deactivations: pendingDeactivations(ledger) },
     connections,
   };
+}
+
+/** Certnames owing a PuppetDB deactivation (a node and a certificate of one name count once). */
+function pendingDeactivations(ledger: Ledger): number {
+  return new Set(ledger.list().filter((e) => e.pending_steps.includes(DEACTIVATION)).map((e) => e.name)).size;
 }
 
 /** Start of the warning logged when a sandbox backend is configured. */

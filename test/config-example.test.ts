@@ -36,7 +36,14 @@ describe('etc/espm.ini.example', () => {
       const config = loadConfig(join(dir, 'espm.ini'));
       expect(config.classifier.worker).toBe(DEFAULTS.classifier.worker);
       expect(config.ca.keepPrivateKeys).toBe(DEFAULTS.ca.keep_private_keys);
-      expect(config.puppetdb).toEqual({ url: undefined, timeoutMs: DEFAULTS.puppetdb.timeout * 1000 });
+      expect(config.puppetdb).toMatchObject({
+        url: undefined,
+        timeoutMs: DEFAULTS.puppetdb.timeout * 1000,
+        puppet: DEFAULTS.puppetdb.puppet,
+        puppetConfig: DEFAULTS.puppetdb.config,
+        retryIntervalMs: DEFAULTS.puppetdb.retry_interval * 1000,
+        retryMaxIntervalMs: DEFAULTS.puppetdb.retry_max_interval * 1000,
+      });
       expect(config.autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined });
     } finally {
       await rm(dir, { recursive: true, force: true });

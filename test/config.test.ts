@@ -21,6 +21,19 @@ function errorOf(fn: () => unknown): string {
   throw new Error('expected a ConfigError');
 }
 
+/** `[puppetdb]` as parsed when the section is absent. */
+const PUPPETDB_DEFAULTS = {
+  url: undefined,
+  timeoutMs: DEFAULTS.puppetdb.timeout * 1000,
+  puppet: DEFAULTS.puppetdb.puppet,
+  puppetConfig: DEFAULTS.puppetdb.config,
+  cert: undefined,
+  key: undefined,
+  ca: undefined,
+  retryIntervalMs: DEFAULTS.puppetdb.retry_interval * 1000,
+  retryMaxIntervalMs: DEFAULTS.puppetdb.retry_max_interval * 1000,
+};
+
 describe('parseConfig', () => {
   it('fills in every default from DEFAULTS, converting seconds to ms', () => {
     const c = parseConfig(minimal, '/x/espm.ini');
@@ -166,10 +179,17 @@ describe('parseConfig: keys per backend', () => {
 describe('parseConfig: reserved sections', () => {
   const parse = (sections: Record<string, Record<string, string>>) => parseConfig({ ...minimal, ...sections }, '/etc/espm/espm.ini');
 
-  it('[puppetdb]: url (empty or absent = off) and timeout, in ms', () => {
-    expect(parse({}).puppetdb).toEqual({ url: undefined, timeoutMs: DEFAULTS.puppetdb.timeout * 1000 });
-    expect(parse({ puppetdb: { url: '', timeout: '5' } }).puppetdb).toEqual({ url: undefined, timeoutMs: 5000 });
+  it('[puppetdb]: url (empty or absent = off), timeout and retry intervals in ms, identity overrides', () => {
+    expect(parse({}).puppetdb).toEqual(PUPPETDB_DEFAULTS);
+    expect(parse({ puppetdb: { url: '', timeout: '5' } }).puppetdb).toEqual({ ...PUPPETDB_DEFAULTS, timeoutMs: 5000 });
     expect(parse({ puppetdb: { url: 'https://puppetdb.example.com:8081/' } }).puppetdb.url).toBe('https://puppetdb.example.com:8081');
+    expect(parse({ puppetdb: { cert: '/x/c.pem', key: '/x/k.pem', ca: '', retry_interval: '2', retry_max_interval: '8' } }).puppetdb).toMatchObject({
+      cert: '/x/c.pem',
+      key: '/x/k.pem',
+      ca: undefined,
+      retryIntervalMs: 2000,
+      retryMaxIntervalMs: 8000,
+    });
   });
 
   it('[autosign]: token_ttl (default 2 h) and fallback (absolute path, optional), in ms', () => {
@@ -186,6 +206,8 @@ describe('parseConfig: reserved sections', () => {
     [{ puppetdb: { url: 'https://puppetdb.example.com:8081/pdb' } }, '[puppetdb] url'],
     [{ puppetdb: { timeout: '0' } }, '[puppetdb] timeout: must be at least 1 s'],
     [{ puppetdb: { uri: 'https://x' } }, 'unknown key in [puppetdb]: uri'],
+    [{ puppetdb: { cert: 'hostcert.pem' } }, '[puppetdb] cert: must be an absolute path'],
+    [{ puppetdb: { retry_interval: '60', retry_max_interval: '30' } }, '[puppetdb] retry_max_interval: must be at least retry_interval (60 s)'],
     [{ autosign: { token_ttl: 'soon' } }, '[autosign] token_ttl'],
     [{ autosign: { token_ttl: '0' } }, '[autosign] token_ttl: must be at least 1 s'],
     [{ autosign: { fallback: 'policy.sh' } }, '[autosign] fallback: must be an absolute path'],
@@ -221,7 +243,7 @@ describe('espm.ini of the previous release', () => {
     const server = Object.fromEntries(Object.entries(config.server).filter(([key]) => !(key in CONNECTION_DEFAULTS) && key !== 'drainTimeoutMs'));
     expect({ ...config, server, path: before.path }).toEqual(before);
     expect({ ...connectionLimits(config.server), drainTimeoutMs: config.server.drainTimeoutMs }).toEqual({ ...CONNECTION_DEFAULTS, drainTimeoutMs: 15_000 });
-    expect(puppetdb).toEqual({ url: undefined, timeoutMs: DEFAULTS.puppetdb.timeout * 1000 });
+    expect(puppetdb).toEqual(PUPPETDB_DEFAULTS);
     expect(autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined });
   });
 

@@ -177,6 +177,14 @@ export const DEFAULTS = {
     url: '',
     /** seconds */
     timeout: 30,
+    /** the master's puppet (asked once for hostcert, hostprivkey, localcacert: espm talks to PuppetDB as the master) */
+    puppet: AIO_PATHS.puppet,
+    /** the master's puppet.conf */
+    config: AIO_PATHS.puppetConf,
+    /** seconds before the first background retry of a pending deactivation (doubled per failure) */
+    retry_interval: 30,
+    /** seconds: the retry interval doubles up to this */
+    retry_max_interval: 900,
   },
   autosign: {
     /** seconds a signing token stays valid (2 h) */

@@ -72,19 +72,46 @@ export const serverSection = z
   }));
 
 /**
- * `[puppetdb]` — reserved (parsed, validated, typed; unused until the PuppetDB issue):
- * PuppetDB's `https://HOST:PORT`, empty = off; the timeout of one request.
+ * `[puppetdb]`: PuppetDB's `https://HOST:PORT` (empty = off), the timeout of one request, the
+ * master's identity (asked of puppet unless `cert`/`key`/`ca` are set) and the background
+ * retry of pending deactivations (docs/design.md "PuppetDB at termination").
  */
 export const puppetdbSection = z
   .strictObject({
     url: optionalHttpsOrigin('off'),
     timeout: seconds(1).default(DEFAULTS.puppetdb.timeout),
+    puppet: absolutePath.default(DEFAULTS.puppetdb.puppet),
+    config: absolutePath.default(DEFAULTS.puppetdb.config),
+    cert: optionalAbsolutePath('ask puppet'),
+    key: optionalAbsolutePath('ask puppet'),
+    ca: optionalAbsolutePath('ask puppet'),
+    retry_interval: seconds(1).default(DEFAULTS.puppetdb.retry_interval),
+    retry_max_interval: seconds(1).default(DEFAULTS.puppetdb.retry_max_interval),
+  })
+  .superRefine((k, ctx) => {
+    if (k.retry_max_interval < k.retry_interval) {
+      ctx.addIssue({ code: 'custom', path: ['retry_max_interval'], message: `must be at least retry_interval (${k.retry_interval} s)` });
+    }
   })
   .transform((k) => ({
     /** PuppetDB's origin (`https://host:port`); undefined = PuppetDB is off. */
     url: k.url,
     /** Timeout of one PuppetDB request, ms. */
     timeoutMs: k.timeout * 1000,
+    /** Absolute path of the master's `puppet` (asked for hostcert, hostprivkey, localcacert). */
+    puppet: k.puppet,
+    /** Absolute path of the master's puppet.conf. */
+    puppetConfig: k.config,
+    /** Client certificate (PEM path); undefined = puppet's `hostcert`. */
+    cert: k.cert,
+    /** Its private key (PEM path); undefined = puppet's `hostprivkey`. */
+    key: k.key,
+    /** CA bundle PuppetDB is verified against (PEM path); undefined = puppet's `localcacert`. */
+    ca: k.ca,
+    /** First background retry of a pending deactivation after this, ms; doubled per failure. */
+    retryIntervalMs: k.retry_interval * 1000,
+    /** The retry interval's upper bound, ms. */
+    retryMaxIntervalMs: k.retry_max_interval * 1000,
   }))
   .prefault({});
 

@@ -40,7 +40,7 @@ export type EntryState = 'pending' | 'present' | 'uncertain' | 'deleting' | 'del
 /** Every state, in the order `espm ledger list` and `GET /v1/status` count them. */
 export const ENTRY_STATES: readonly EntryState[] = ['pending', 'present', 'uncertain', 'deleting', 'deleted'];
 
-/** A follow-up owed for a name after its backend object was deleted (reserved: PuppetDB, issue #16). */
+/** A follow-up owed for a name after its backend object was deleted: its deactivation in PuppetDB (src/service/puppetdb.ts). */
 export type PendingStep = 'puppetdb_deactivation';
 /** Every pending step the ledger knows. */
 export const PENDING_STEPS: readonly PendingStep[] = ['puppetdb_deactivation'];

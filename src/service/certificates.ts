@@ -4,7 +4,10 @@
  * (same SHA-256 fingerprint). CA operations run one at a time across the daemon. An outcome
  * that is unknown (timeout, interrupted) is treated as the node service treats it.
  *
- * Source of truth: docs/design.md ("Ownership", "HTTP contract, v1").
+ * With PuppetDB on, a revoked certificate's certname is then deactivated in PuppetDB
+ * (src/service/puppetdb.ts), as for a deleted node.
+ *
+ * Source of truth: docs/design.md ("Ownership", "HTTP contract, v1", "PuppetDB at termination").
  *
  * @packageDocumentation
  */
@@ -17,6 +20,7 @@ import type { CertificateRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { backendProblem, ServiceError } from './errors.js';
 import { KeyedMutex } from '../keyed-mutex.js';
+import type { PuppetDbService, PuppetDbView } from './puppetdb.js';
 
 /** What `POST /v1/certificates` answers: PEM strings and metadata. */
 export interface IssuedCertificateBody {
@@ -41,6 +45,11 @@ export interface OwnedCertificate {
   created_at: string;
 }
 
+/** An owned certificate with PuppetDB's view of its certname when PuppetDB is on (null: PuppetDB could not be asked). */
+export interface DescribedCertificate extends OwnedCertificate {
+  puppetdb?: PuppetDbView | null;
+}
+
 /** Options of {@link CertificateService}. */
 export interface CertificateServiceOptions {
   /** Outcomes (names, fingerprints and serials only; never keys). */
@@ -50,6 +59,8 @@ export interface CertificateServiceOptions {
    * records the outcome (crash-consistency tests widen that window with it). Default none.
    */
   afterBackend?: () => Promise<void>;
+  /** PuppetDB at termination; undefined = `[puppetdb] url` empty (off). */
+  puppetdb?: PuppetDbService;
 }
 
 /** The certificate service. */
@@ -59,6 +70,7 @@ export class CertificateService {
   private readonly perName = new KeyedMutex();
   private readonly logger: Logger | undefined;
   private readonly afterBackend: (() => Promise<void>) | undefined;
+  private readonly puppetdb: PuppetDbService | undefined;
 
   /**
    * @param ca - the CA adapter
@@ -72,6 +84,7 @@ export class CertificateService {
   ) {
     this.logger = options.logger;
     this.afterBackend = options.afterBackend;
+    this.puppetdb = options.puppetdb;
   }
 
   private exclusive<T>(task: () => Promise<T>): Promise<T> {
@@ -88,7 +101,11 @@ export class CertificateService {
   async issue(request: CertificateRequest): Promise<IssuedCertificateBody> {
     const { certname } = request;
     return this.perName.run(certname, async () => {
-      if (this.ledger.get('certificate', certname) !== undefined) {
+      const existing = this.ledger.get('certificate', certname);
+      if (existing?.state === 'deleted') {
+        throw new ServiceError('certificate_exists', `the certificate for ${certname} was revoked but its deactivation in PuppetDB is still pending; DELETE it again first`);
+      }
+      if (existing !== undefined) {
         throw new ServiceError('certificate_exists', `a certificate for ${certname} exists (issued by espm)`);
       }
       await this.ledger.begin('certificate', certname, { dns_alt_names: request.dns_alt_names });
@@ -155,18 +172,34 @@ export class CertificateService {
   }
 
   /**
+   * An owned certificate's metadata with PuppetDB's view of its certname when PuppetDB is on
+   * (`GET /v1/certificates/{certname}`).
+   *
+   * @throws {@link ServiceError} `certificate_not_found` as {@link CertificateService.get}
+   */
+  async describe(certname: string): Promise<DescribedCertificate> {
+    const owned = this.get(certname);
+    return this.puppetdb === undefined ? owned : { ...owned, puppetdb: await this.puppetdb.view(certname) };
+  }
+
+  /**
    * Revokes and cleans a certificate espm issued. A certificate already gone from the CA is
    * forgotten. One the CA holds under that name but with another fingerprint is not espm's
    * (re-issued by someone else): it is left alone, 409.
    *
    * @throws {@link ServiceError} `certificate_not_found`, `ownership_uncertain` (409),
    *   `backend_failed`/`backend_timeout`/`backend_unavailable` (the entry stays — `deleting`
-   *   after a timeout or an interruption — and revoking again is safe)
+   *   after a timeout or an interruption — and revoking again is safe), `puppetdb_failed`
+   *   (502: revoked, the deactivation in PuppetDB stays owed; the next DELETE settles it)
    */
   async revoke(certname: string): Promise<void> {
     await this.perName.run(certname, async () => {
       const entry = this.ledger.get('certificate', certname);
-      // `deleted`: the certificate is gone, only follow-ups are owed.
+      // `deleted`: the certificate is gone, only follow-ups are owed: settle them.
+      if (entry?.state === 'deleted' && this.puppetdb?.owes('certificate', certname) === true) {
+        await this.puppetdb.settle(certname);
+        return;
+      }
       if (entry === undefined || entry.state === 'pending' || entry.state === 'deleted') {
         throw new ServiceError('certificate_not_found', `espm has no certificate for ${certname}`);
       }
@@ -206,8 +239,9 @@ export class CertificateService {
           throw backendProblem(err, `revoking the certificate for ${certname}`);
         }
       });
-      await this.ledger.remove('certificate', certname);
       this.logger?.info({ certname, outcome }, outcome === 'revoked' ? 'certificate revoked' : 'certificate was already gone; forgotten');
+      if (this.puppetdb === undefined) await this.ledger.remove('certificate', certname);
+      else await this.puppetdb.afterDeletion('certificate', certname);
     });
   }
 }

@@ -18,7 +18,8 @@ export type ServiceErrorCode =
   | 'certificate_not_found'
   | 'backend_failed'
   | 'backend_timeout'
-  | 'backend_unavailable';
+  | 'backend_unavailable'
+  | 'puppetdb_failed';
 
 /** A refusal or failure of a service operation, with its contract code. */
 export class ServiceError extends Error {

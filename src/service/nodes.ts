@@ -9,7 +9,10 @@
  * failure (`timeout`, `interrupted`) leaves the name `uncertain`; any other failure removes
  * the entry. Delete: owned and present only (404 otherwise, 409 when uncertain), with the
  * stored receipt; when the adapter finds the receipt's object is no longer what espm made
- * (`NotOwnedError`), the name becomes `uncertain` (409). Source of truth: docs/design.md ("Ownership").
+ * (`NotOwnedError`), the name becomes `uncertain` (409). With PuppetDB on, a deleted node's
+ * certname is then deactivated in PuppetDB (src/service/puppetdb.ts): a failure there answers
+ * 502 `puppetdb_failed` and leaves the entry `deleted`, owing the deactivation, which the next
+ * DELETE settles. Source of truth: docs/design.md ("Ownership", "PuppetDB at termination").
  * One operation per name at a time.
  *
  * @packageDocumentation
@@ -23,6 +26,7 @@ import type { Ledger } from '../ownership/ledger.js';
 import { backendProblem, ServiceError } from './errors.js';
 import { KeyedMutex } from '../keyed-mutex.js';
 import { ListCache, type CachedList } from './list-cache.js';
+import type { PuppetDbService, PuppetDbView } from './puppetdb.js';
 
 /** A node espm created, as the API answers it. */
 export interface OwnedNode {
@@ -32,6 +36,11 @@ export interface OwnedNode {
   parameters: Record<string, string>;
   /** When espm created it (ISO-8601). */
   created_at: string;
+}
+
+/** A node espm created, with PuppetDB's view of it when PuppetDB is on (null: PuppetDB could not be asked). */
+export interface DescribedNode extends OwnedNode {
+  puppetdb?: PuppetDbView | null;
 }
 
 /** Options of {@link NodeService}. */
@@ -46,6 +55,8 @@ export interface NodeServiceOptions {
    * records the outcome (crash-consistency tests widen that window with it). Default none.
    */
   afterBackend?: () => Promise<void>;
+  /** PuppetDB at termination; undefined = `[puppetdb] url` empty (off). */
+  puppetdb?: PuppetDbService;
 }
 
 /** The classification service. */
@@ -120,7 +131,11 @@ export class NodeService {
   async create(request: NodeRequest): Promise<OwnedNode> {
     return this.perName.run(request.name, async () => {
       const { name } = request;
-      if (this.ledger.get('node', name) !== undefined) {
+      const existing = this.ledger.get('node', name);
+      if (existing?.state === 'deleted') {
+        throw new ServiceError('node_exists', `node ${name} was deleted but its deactivation in PuppetDB is still pending; DELETE it again first`);
+      }
+      if (existing !== undefined) {
         throw new ServiceError('node_exists', `a node named ${name} exists (created by espm)`);
       }
       const unknownGroups = await this.unknownNames(request.groups, (r) => this.listGroups(r));
@@ -190,17 +205,38 @@ export class NodeService {
   }
 
   /**
+   * A node espm created, with PuppetDB's view of its certname when PuppetDB is on
+   * (`GET /v1/nodes/{name}`).
+   *
+   * @throws {@link ServiceError} `node_not_found` as {@link NodeService.get}
+   */
+  async describe(name: string): Promise<DescribedNode> {
+    const node = this.get(name);
+    const puppetdb = this.options.puppetdb;
+    return puppetdb === undefined ? node : { ...node, puppetdb: await puppetdb.view(name) };
+  }
+
+  /**
    * Deletes a node espm created (write-ahead: the entry is `deleting` while the console is
-   * asked). A node already gone from the console is forgotten.
+   * asked). A node already gone from the console is forgotten. With PuppetDB on, its certname
+   * is then deactivated there; a node deleted earlier whose deactivation is still owed only
+   * has that settled.
    *
    * @throws {@link ServiceError} `node_not_found` (not espm's), `ownership_uncertain` (409),
-   *   `backend_failed`/`backend_timeout` (the entry stays: deleting again is safe)
+   *   `backend_failed`/`backend_timeout` (the entry stays: deleting again is safe),
+   *   `puppetdb_failed` (502: the node is deleted, the deactivation stays owed)
    */
   async delete(name: string): Promise<void> {
     await this.perName.run(name, async () => {
       const entry = this.ledger.get('node', name);
       if (entry === undefined || entry.state === 'pending') {
         throw new ServiceError('node_not_found', `espm has no node named ${name}`);
+      }
+      if (entry.state === 'deleted') {
+        // Only a follow-up is owed: settle it (PuppetDB off: nothing espm can do, as if gone).
+        if (this.options.puppetdb?.owes('node', name) !== true) throw new ServiceError('node_not_found', `espm has no node named ${name}`);
+        await this.options.puppetdb.settle(name);
+        return;
       }
       if (entry.state === 'uncertain') {
         throw new ServiceError(
@@ -230,8 +266,9 @@ export class NodeService {
         if (!(err instanceof ClassifierError && outcomeUnknown(err.failure))) await this.ledger.commit('node', name);
         throw backendProblem(err, `deleting node ${name}`);
       }
-      await this.ledger.remove('node', name);
       this.options.logger?.info({ node: name, outcome }, outcome === 'deleted' ? 'node deleted' : 'node was already gone; forgotten');
+      if (this.options.puppetdb === undefined) await this.ledger.remove('node', name);
+      else await this.options.puppetdb.afterDeletion('node', name);
     });
   }
 }

@@ -69,6 +69,7 @@ describe('espm over HTTPS', () => {
       classifier: { backend: 'dashboard-rake' },
       ca: { backend: 'puppet-cert' },
       ledger: { nodes: { present: 0, uncertain: 0 }, certificates: { present: 0, uncertain: 0 } },
+      puppetdb: { enabled: false, pending_deactivations: 0 },
       connections: {
         open: expect.any(Number),
         refused: { total: 0, per_address_limit: 0, total_limit: 0, not_allowed: 0 },

@@ -131,6 +131,14 @@ export interface StartPuppetserverOptions {
    * Default false: the stock CA refuses such CSRs with HTTP 409.
    */
   allowSubjectAltNames?: boolean;
+  /**
+   * Store facts, catalogs and reports in PuppetDB (docs/reference/real-puppetdb.md, step 2):
+   * `[server] storeconfigs = true`, `storeconfigs_backend = puppetdb`, `reports = puppetdb`,
+   * `etc/puppetdb.conf` `[main] server_urls = <url>`, `etc/routes.yaml` (facts terminus
+   * `puppetdb`, cache `yaml`). Needs the Debian package `puppet-terminus-puppetdb`. PuppetDB
+   * itself is started separately (test/support/puppetdb.ts), on the server's certificates.
+   */
+  puppetdb?: { url: string };
 }
 
 /**
@@ -472,6 +480,12 @@ export async function startPuppetserver(options: StartPuppetserverOptions = {}):
     const serverSection = ['[server]'];
     if (options.enc !== undefined) serverSection.push('node_terminus = exec', `external_nodes = ${options.enc}`);
     serverSection.push('autosign = false');
+    if (options.puppetdb !== undefined) {
+      serverSection.push('storeconfigs = true', 'storeconfigs_backend = puppetdb', 'reports = puppetdb');
+      await mkdir(etc, { recursive: true });
+      await writeFile(path.join(etc, 'puppetdb.conf'), `[main]\nserver_urls = ${options.puppetdb.url}\n`);
+      await writeFile(path.join(etc, 'routes.yaml'), '---\nmaster:\n  facts:\n    terminus: puppetdb\n    cache: yaml\n');
+    }
     await writeFile(
       confPath,
       [

@@ -27,9 +27,9 @@ export function certificatesRouter(certificates: CertificateService): Router {
     res.status(201).location(`/v1/certificates/${encodeURIComponent(issued.certname)}`).json(issued);
   });
 
-  router.get('/certificates/:certname', (req, res) => {
+  router.get('/certificates/:certname', async (req, res) => {
     const certname = validate(certnameSchema, req.params['certname'], 'certname');
-    res.json(certificates.get(certname));
+    res.json(await certificates.describe(certname));
   });
 
   router.delete('/certificates/:certname', async (req, res) => {

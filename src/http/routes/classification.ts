@@ -53,9 +53,9 @@ export function classificationRouter(nodes: NodeService): Router {
     res.status(201).location(`/v1/nodes/${encodeURIComponent(node.name)}`).json(node);
   });
 
-  router.get('/nodes/:name', (req, res) => {
+  router.get('/nodes/:name', async (req, res) => {
     const name = validate(certnameSchema, req.params['name'], 'node name');
-    res.json(nodes.get(name));
+    res.json(await nodes.describe(name));
   });
 
   router.delete('/nodes/:name', async (req, res) => {

@@ -22,6 +22,7 @@ export const SERVICE_ERROR_STATUS: Record<ServiceErrorCode, number> = {
   backend_failed: 502,
   backend_timeout: 504,
   backend_unavailable: 503,
+  puppetdb_failed: 502,
 };
 
 /**

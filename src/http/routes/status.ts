@@ -19,6 +19,8 @@ export interface StatusBody {
     nodes: { present: number; uncertain: number };
     certificates: { present: number; uncertain: number };
   };
+  /** PuppetDB at termination: whether `[puppetdb] url` is set, and certnames whose deactivation is owed. */
+  puppetdb: { enabled: boolean; pending_deactivations: number };
   /** Connections open now, and refused or timed out since start-up (before authentication). */
   connections: ConnectionCounts;
 }
