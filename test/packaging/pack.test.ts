@@ -24,7 +24,7 @@ describe('npm pack', () => {
     const paths = info!.files.map((f) => f.path);
     const outside = paths.filter((p) => !/^(dist|bin|etc|docs)\//.test(p) && !['package.json', 'README.md', 'LICENSE'].includes(p));
     expect(outside).toEqual([]);
-    for (const required of ['bin/espm', 'bin/espm_setup', 'dist/cli/espm.js', 'dist/cli/espm_setup.js', 'etc/espm.ini.example', 'docs/openapi.yaml']) {
+    for (const required of ['bin/espm', 'bin/espm-enc', 'bin/espm_setup', 'dist/cli/espm.js', 'dist/cli/espm_setup.js', 'etc/espm.ini.example', 'docs/openapi.yaml']) {
       expect(paths).toContain(required);
     }
     expect(paths.some((p) => p.startsWith('dist/') && p.includes('test'))).toBe(false);
