@@ -98,15 +98,20 @@ async function main(): Promise<void> {
     const order = Object.keys(sides) as Side[];
     for (const side of order) sides[side](); // warm the page cache
     const started = Date.now();
+    let seed = 14;
     /** One run: `calls` calls per side, interleaved; each side's p50 and p99. */
     const measure = (): Record<Side, Summary> => {
       const times = Object.fromEntries(order.map((k) => [k, [] as number[]])) as Record<Side, number[]>;
       for (let i = 0; i < calls; i++) {
-        // Rotate who goes first, so load bursts from the shared machine hit every side alike.
-        for (let j = 0; j < order.length; j++) {
-          const side = order[(i + j) % order.length]!;
-          times[side].push(sides[side]());
+        // A fresh order each round (seeded shuffle): load bursts from the shared machine, and
+        // whatever one call leaves behind for the next, hit every side alike.
+        const round = [...order];
+        for (let j = round.length - 1; j > 0; j--) {
+          seed = (seed * 1103515245 + 12345) % 2 ** 31;
+          const k = seed % (j + 1);
+          [round[j], round[k]] = [round[k]!, round[j]!];
         }
+        for (const side of round) times[side].push(sides[side]());
       }
       return Object.fromEntries(order.map((k) => [k, summarize(times[k])])) as Record<Side, Summary>;
     };
@@ -148,7 +153,7 @@ async function main(): Promise<void> {
       `## espm enc per call (bench/enc.ts, issue #14) — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
       '',
       `- Machine: ${host.text}; load average ${loadAverage()} at the end (shared with other engineers' jobs: each figure is the median over ${runs} runs of a ratio or difference taken within one run).`,
-      `- Command: \`npm run build && npx tsx bench/enc.ts --runs ${runs} --calls ${calls}\` (${round((Date.now() - started) / 1000)} s); ${calls} calls per side per run, interleaved; ${NODES} nodes in each file; environment PATH and LANG only.`,
+      `- Command: \`npm run build && npx tsx bench/enc.ts --runs ${runs} --calls ${calls}\` (${round((Date.now() - started) / 1000)} s); ${calls} calls per side per run, in a shuffled order each round; ${NODES} nodes in each file; environment PATH and LANG only.`,
       '',
       '| figure | value | goal | verdict |',
       '|---|---|---|---|',

@@ -9,12 +9,13 @@
  *
  * Needs `npm run build` (bin/espm runs dist/).
  */
-import { copyFile, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { EncClassifier } from '../../src/classifier/enc.js';
+import { writeOwnedNames } from '../../src/classifier/enc-owned.js';
 import { isEncCertname } from '../../src/cli/enc.js';
 import { parseConfig, type ClassifierConfig } from '../../src/config.js';
 import { ExecaCommandRunner } from '../../src/exec/command.js';
@@ -163,6 +164,32 @@ describe('bin/espm-enc, puppetserver\'s exec ENC front', () => {
     expect(generations).toHaveLength(2);
     for (const g of generations) expect(await readdir(join(dir, 'enc', g))).not.toContain('gone.example.test');
     expect(JSON.parse(await readFile(classificationFile, 'utf8'))).toMatchObject({ nodes: { [NODE]: expect.anything(), 'next.example.test': expect.anything() } });
+  });
+
+  it('the owned set: only certnames by espm\'s rule become files (nothing outside it); a rewrite is never seen half done', async () => {
+    const file = join(dir, 'set', 'classification.json');
+    await mkdir(join(dir, 'set'));
+    await writeOwnedNames(file, ['ok.example.test', '../escape', 'a/b', '..', 'Upper.example.test']);
+    expect(await readdir(join(dir, 'set', 'owned'))).toEqual(['ok.example.test']);
+    expect((await readdir(join(dir, 'set'))).filter((e) => !e.startsWith('owned'))).toEqual([]);
+    await expect(stat(join(dir, 'escape'))).rejects.toMatchObject({ code: 'ENOENT' });
+    // Lookups while the set is rewritten 20 times: the name that stays is always found.
+    const others = Array.from({ length: 300 }, (_, i) => `n${i}.example.test`);
+    let writing = true;
+    const rewrites = (async () => {
+      for (let i = 0; i < 20; i++) await writeOwnedNames(file, i % 2 === 0 ? ['ok.example.test', ...others] : ['ok.example.test']);
+      writing = false;
+    })();
+    let lookups = 0;
+    const missed: number[] = [];
+    while (writing) {
+      const found = await Promise.all(Array.from({ length: 8 }, () => stat(join(dir, 'set', 'owned', 'ok.example.test')).then(() => true, () => false)));
+      for (const f of found) if (!f) missed.push(lookups);
+      lookups += found.length;
+    }
+    await rewrites;
+    expect({ lookups: lookups > 0, missed }).toEqual({ lookups: true, missed: [] });
+    expect((await readdir(join(dir, 'set'))).filter((e) => e.startsWith('owned.') && !e.endsWith('.link'))).toHaveLength(2);
   });
 
   itWith('shellcheck (Debian package shellcheck)', SHELLCHECK_MISSING)('passes shellcheck', async () => {
