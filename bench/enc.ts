@@ -3,17 +3,23 @@
  * node, so its cost is paid all day. Measured against a minimal Ruby ENC reading one YAML file
  * (the kind of script sites run), in the same run, interleaved call by call:
  *
- * - an owned node: `bin/espm enc -f <classification file> N` vs `enc.rb N` (goal: p50 and p99
+ * - an owned node: `bin/espm-enc -f <classification file> -t 10 enc.rb N` (the external_nodes
+ *   command espm_setup prints: the sh front, then `espm enc`) vs `enc.rb N` (goal: p50 and p99
  *   ratio ≤ 1.0);
- * - a node espm does not own, with that Ruby ENC as `fallback_enc`: `bin/espm enc … M` vs
- *   `enc.rb M` alone (goal: ≤ +20 ms at p50 and p99).
+ * - a node espm does not own, with that Ruby ENC as the fallback: `bin/espm-enc … M` vs
+ *   `enc.rb M` alone (goal: ≤ +20 ms at p50 and p99);
+ * - for comparison, the same two calls to `bin/espm enc -f <classification file>` directly
+ *   (the command before the front: every call starts Node.js).
  *
  * Both sides run from a spawn in this process with the same small environment (PATH, LANG):
  * puppetserver passes the JVM's environment, and this sandbox's `NODE_EXTRA_CA_CERTS` alone
  * would add ≈ 70 ms to every node start (it loads a CA bundle) — a site's puppetserver has no
  * such variable. Both files hold the same 1000 nodes.
  *
- *   npm run build && npx tsx bench/enc.ts [--calls 200] [--no-results]
+ * The machine is shared: each figure is the median over `--runs` runs of a ratio or difference
+ * taken within one run; the front's own cost is also measured with `/bin/true` as the fallback.
+ *
+ *   npm run build && npx tsx bench/enc.ts [--runs 5] [--calls 100] [--no-results]
  *
  * @packageDocumentation
  */
@@ -22,12 +28,14 @@ import { appendFile, chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ENC_FILE_FORMAT, type EncFile } from '../src/classifier/enc-file.js';
+import { writeOwnedNames } from '../src/classifier/enc-owned.js';
 import { parseGroups, renderAnswer, renderNode } from '../src/classifier/enc-groups.js';
-import { assertBuilt, loadAverage, machine, removeDir, RESULTS_PATH, ROOT, round, summarize, tempDir } from './support.js';
+import { assertBuilt, loadAverage, machine, removeDir, RESULTS_PATH, ROOT, round, summarize, tempDir, type Summary } from './support.js';
 
 const NODES = 1000;
 const ENV = { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' };
 const ESPM = join(ROOT, 'bin', 'espm');
+const FRONT = join(ROOT, 'bin', 'espm-enc');
 
 /** The minimal Ruby ENC: one YAML file, certname → answer. */
 const RUBY_ENC = `#!/usr/bin/ruby
@@ -50,7 +58,9 @@ function timeCall(file: string, args: string[]): number {
 async function main(): Promise<void> {
   assertBuilt();
   const callsArg = process.argv.indexOf('--calls');
-  const calls = callsArg === -1 ? 200 : Number(process.argv[callsArg + 1]);
+  const calls = callsArg === -1 ? 100 : Number(process.argv[callsArg + 1]);
+  const runsArg = process.argv.indexOf('--runs');
+  const runs = runsArg === -1 ? 5 : Number(process.argv[runsArg + 1]);
   const writeResults = !process.argv.includes('--no-results');
   const dir = await tempDir('espm-bench-enc-');
   try {
@@ -67,52 +77,89 @@ async function main(): Promise<void> {
     }
     const classification = join(dir, 'classification.json');
     await writeFile(classification, JSON.stringify(file));
+    await writeOwnedNames(classification, Object.keys(file.nodes));
     await writeFile(join(dir, 'nodes.yaml'), stringify(rubyNodes));
 
     const owned = 'web500.example.test';
     const other = 'legacy.example.test';
+    const frontArgs = (fallback: string, name: string): string[] => ['-f', classification, '-t', '10', fallback, name];
     const sides = {
       rubyOwned: () => timeCall(rubyEnc, [owned]),
+      frontOwned: () => timeCall(FRONT, frontArgs(rubyEnc, owned)),
       espmOwned: () => timeCall(ESPM, ['enc', '-f', classification, owned]),
       rubyOther: () => timeCall(rubyEnc, [other]),
+      frontOther: () => timeCall(FRONT, frontArgs(rubyEnc, other)),
       espmOther: () => timeCall(ESPM, ['enc', '-f', classification, other]),
+      // The front's own cost, without the Ruby ENC's noise: a fallback that does nothing.
+      trueAlone: () => timeCall('/bin/true', [other]),
+      frontTrue: () => timeCall(FRONT, frontArgs('/bin/true', other)),
     };
-    const times: Record<keyof typeof sides, number[]> = { rubyOwned: [], espmOwned: [], rubyOther: [], espmOther: [] };
-    const order = Object.keys(sides) as (keyof typeof sides)[];
+    type Side = keyof typeof sides;
+    const order = Object.keys(sides) as Side[];
     for (const side of order) sides[side](); // warm the page cache
     const started = Date.now();
-    for (let i = 0; i < calls; i++) {
-      // Rotate who goes first, so load bursts from the shared machine hit every side alike.
-      for (let j = 0; j < order.length; j++) {
-        const side = order[(i + j) % order.length]!;
-        times[side].push(sides[side]());
+    let seed = 14;
+    /** One run: `calls` calls per side, interleaved; each side's p50 and p99. */
+    const measure = (): Record<Side, Summary> => {
+      const times = Object.fromEntries(order.map((k) => [k, [] as number[]])) as Record<Side, number[]>;
+      for (let i = 0; i < calls; i++) {
+        // A fresh order each round (seeded shuffle): load bursts from the shared machine, and
+        // whatever one call leaves behind for the next, hit every side alike.
+        const round = [...order];
+        for (let j = round.length - 1; j > 0; j--) {
+          seed = (seed * 1103515245 + 12345) % 2 ** 31;
+          const k = seed % (j + 1);
+          [round[j], round[k]] = [round[k]!, round[j]!];
+        }
+        for (const side of round) times[side].push(sides[side]());
       }
-    }
-    const rounded = (values: number[]) => {
-      const x = summarize(values);
-      return { n: x.n, min: round(x.min), p50: round(x.p50), p90: round(x.p90), p99: round(x.p99), max: round(x.max) };
+      return Object.fromEntries(order.map((k) => [k, summarize(times[k])])) as Record<Side, Summary>;
     };
-    const s = Object.fromEntries(order.map((k) => [k, rounded(times[k])])) as Record<keyof typeof sides, ReturnType<typeof rounded>>;
-    const ratio = (a: number, b: number): number => round(a / b, 2);
-    const rows: [string, string, string, string][] = [
-      ['owned node, p50: espm enc / Ruby ENC', `${s.espmOwned.p50} / ${s.rubyOwned.p50} ms = ${ratio(s.espmOwned.p50, s.rubyOwned.p50)}×`, '≤ 1.0×', s.espmOwned.p50 <= s.rubyOwned.p50 ? 'met' : 'not met'],
-      ['owned node, p99: espm enc / Ruby ENC', `${s.espmOwned.p99} / ${s.rubyOwned.p99} ms = ${ratio(s.espmOwned.p99, s.rubyOwned.p99)}×`, '≤ 1.0×', s.espmOwned.p99 <= s.rubyOwned.p99 ? 'met' : 'not met'],
-      ['not owned, p50: espm enc → fallback − fallback alone', `${s.espmOther.p50} − ${s.rubyOther.p50} = ${round(s.espmOther.p50 - s.rubyOther.p50)} ms`, '≤ +20 ms', s.espmOther.p50 - s.rubyOther.p50 <= 20 ? 'met' : 'not met'],
-      ['not owned, p99: espm enc → fallback − fallback alone', `${s.espmOther.p99} − ${s.rubyOther.p99} = ${round(s.espmOther.p99 - s.rubyOther.p99)} ms`, '≤ +20 ms', s.espmOther.p99 - s.rubyOther.p99 <= 20 ? 'met' : 'not met'],
+    const perRun: Record<Side, Summary>[] = [];
+    for (let r = 0; r < runs; r++) perRun.push(measure());
+    const median = (values: number[]): number => summarize(values).p50;
+    type P = 'min' | 'p50' | 'p99';
+    /** Median over the runs of a figure computed within each run (ratios and differences in the same run). */
+    const across = (f: (x: Record<Side, Summary>) => number): { median: number; all: number[] } => {
+      const all = perRun.map(f);
+      return { median: median(all), all };
+    };
+    const ratioRow = (side: Side, base: Side, p: P, what: string, goal: boolean): [string, string, string, string] => {
+      const r = across((x) => x[side][p] / x[base][p]);
+      const a = across((x) => x[side][p]);
+      const b = across((x) => x[base][p]);
+      return [`${what}, ${p}`, `${round(a.median)} / ${round(b.median)} ms; ratio ${round(r.median, 2)}× (runs: ${r.all.map((v) => round(v, 2)).join(', ')})`, goal ? '≤ 1.0×' : '', goal ? (r.median <= 1 ? 'met' : 'not met') : ''];
+    };
+    const diffRow = (side: Side, base: Side, p: P, what: string, goal: boolean): [string, string, string, string] => {
+      const d = across((x) => x[side][p] - x[base][p]);
+      const a = across((x) => x[side][p]);
+      const b = across((x) => x[base][p]);
+      return [`${what}, ${p}`, `${round(a.median)} − ${round(b.median)} ms; difference ${round(d.median)} ms (runs: ${d.all.map((v) => round(v)).join(', ')})`, goal ? '≤ +20 ms' : '', goal ? (d.median <= 20 ? 'met' : 'not met') : ''];
+    };
+    const rows = [
+      ratioRow('frontOwned', 'rubyOwned', 'p50', 'owned node: espm-enc / Ruby ENC', true),
+      ratioRow('frontOwned', 'rubyOwned', 'p99', 'owned node: espm-enc / Ruby ENC', true),
+      diffRow('frontOther', 'rubyOther', 'p50', 'not owned: espm-enc → Ruby fallback − Ruby alone', true),
+      diffRow('frontOther', 'rubyOther', 'p99', 'not owned: espm-enc → Ruby fallback − Ruby alone', true),
+      diffRow('frontOther', 'rubyOther', 'min', 'not owned: espm-enc → Ruby fallback − Ruby alone', false),
+      diffRow('frontTrue', 'trueAlone', 'p50', "the front's own cost: espm-enc → /bin/true − /bin/true alone", false),
+      diffRow('frontTrue', 'trueAlone', 'p99', "the front's own cost: espm-enc → /bin/true − /bin/true alone", false),
+      ratioRow('espmOwned', 'rubyOwned', 'p50', 'before the front, owned: espm enc / Ruby ENC', false),
+      diffRow('espmOther', 'rubyOther', 'p50', 'before the front, not owned: espm enc → Ruby fallback − Ruby alone', false),
     ];
     const host = await machine();
     const lines = [
       '',
       `## espm enc per call (bench/enc.ts, issue #14) — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
       '',
-      `- Machine: ${host.text}; load average ${loadAverage()} at the end.`,
-      `- Command: \`npm run build && npx tsx bench/enc.ts --calls ${calls}\` (${round((Date.now() - started) / 1000)} s); ${calls} calls per side, interleaved; ${NODES} nodes in each file; environment PATH and LANG only.`,
+      `- Machine: ${host.text}; load average ${loadAverage()} at the end (shared with other engineers' jobs: each figure is the median over ${runs} runs of a ratio or difference taken within one run).`,
+      `- Command: \`npm run build && npx tsx bench/enc.ts --runs ${runs} --calls ${calls}\` (${round((Date.now() - started) / 1000)} s); ${calls} calls per side per run, in a shuffled order each round; ${NODES} nodes in each file; environment PATH and LANG only.`,
       '',
       '| figure | value | goal | verdict |',
       '|---|---|---|---|',
       ...rows.map((r) => `| ${r.join(' | ')} |`),
       '',
-      ...order.map((k) => `- ${k}: n=${s[k].n} min ${s[k].min} / p50 ${s[k].p50} / p90 ${s[k].p90} / p99 ${s[k].p99} / max ${s[k].max} ms`),
+      ...order.map((k) => `- ${k} (median over runs): min ${round(median(perRun.map((x) => x[k].min)))} / p50 ${round(median(perRun.map((x) => x[k].p50)))} / p90 ${round(median(perRun.map((x) => x[k].p90)))} / p99 ${round(median(perRun.map((x) => x[k].p99)))} / max ${round(median(perRun.map((x) => x[k].max)))} ms`),
       '',
     ];
     console.log(lines.join('\n'));

@@ -1,6 +1,6 @@
 /**
  * The demo's REAL mode on open-source Puppet (issue #14), with no double at all: a throw-away
- * puppetserver whose exec ENC is `bin/espm enc`, espm_setup (which detects the open-source
+ * puppetserver whose exec ENC is `bin/espm-enc` (the sh front of `bin/espm enc`), espm_setup (which detects the open-source
  * master and writes `enc` + `puppetserver-api`) and espm, steps 1–5 with a real
  * `puppet agent --onetime` applying a group's class and the node's class with its parameter,
  * a node espm did not create answered by the site's previous ENC, then termination: the name
@@ -12,7 +12,8 @@
  * @packageDocumentation
  */
 import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { DEFAULTS } from '../src/config.js';
 import { execa } from 'execa';
 import { encClassifierKeys, environmentClassesRule, LEGACY_NODE, makeEncFiles, STORY_ENC_GROUP, STORY_GROUPS_YAML, webserverModule } from '../test/support/enc-rig.js';
 import { ESPM_BIN, motdModule } from '../test/support/launch-story.js';
@@ -39,7 +40,8 @@ export async function encStory(work: string): Promise<void> {
   await mkdir(agentDir, { recursive: true });
   const files = await makeEncFiles(STORY_GROUPS_YAML);
   cleanups.push({ what: 'remove the groups file and the previous ENC', run: () => files.remove() });
-  const encLine = `${ESPM_BIN} enc -f ${files.classificationFile}`;
+  // The external_nodes line espm_setup prints once the previous ENC is [classifier] fallback_enc.
+  const encLine = `${join(dirname(ESPM_BIN), 'espm-enc')} -f ${files.classificationFile} -t ${DEFAULTS.classifier.timeout} ${files.fallbackEnc}`;
   const espmEnc = async (name: string) => {
     const [file, ...args] = encLine.split(' ') as [string, ...string[]];
     return execa(file, [...args, name], { reject: false, stripFinalNewline: false });
@@ -117,10 +119,10 @@ export async function encStory(work: string): Promise<void> {
   });
 
   await step('4', 'Launch the instance: its first puppet agent run', async () => {
-    say(`puppetserver runs ${style.bold('espm enc')} for the node (as it will for every catalog compile); it answers:`, 2);
+    say(`puppetserver runs ${style.bold('espm-enc')} for the node (as it will for every catalog compile); espm created it, so ${style.bold('espm enc')} answers:`, 2);
     say(`${style.cyan('$')} ${style.cyan(`${encLine} ${name}`)}`, 4);
     printEnc(String((await espmEnc(name)).stdout));
-    say(`and for a node espm did not create, the previous ENC's answer, byte for byte (${LEGACY_NODE}):`, 2);
+    say(`and for a node espm did not create, the previous ENC's answer, byte for byte, run by the sh front without Node.js (${LEGACY_NODE}):`, 2);
     const [mine, before] = await Promise.all([espmEnc(LEGACY_NODE), execa(files.fallbackEnc, [LEGACY_NODE], { stripFinalNewline: false })]);
     printEnc(String(mine.stdout));
     const same = mine.stdout === before.stdout && mine.exitCode === before.exitCode;

@@ -31,6 +31,7 @@ import { PuppetHttpClient } from '../puppet-http/client.js';
 import { readTlsIdentity, resolvePuppetIdentity } from '../puppet-http/identity.js';
 import { ClassifierError, NodeExistsError, type Classification, type Classifier, type Receipt } from './classifier.js';
 import { checkEncFile, ENC_FILE_FORMAT, type EncFile } from './enc-file.js';
+import { writeOwnedNames } from './enc-owned.js';
 import { GroupsFileError, readGroups, renderAnswer, renderNode, type EncGroups } from './enc-groups.js';
 
 /** The service's name in errors of the `environment_classes` client. */
@@ -182,7 +183,7 @@ export class EncClassifier implements Classifier {
       if (!Object.hasOwn(file.nodes, name)) return 'absent';
       const nodes = { ...file.nodes };
       delete nodes[name];
-      await this.writeFile(nodes);
+      await this.writeFile(nodes, true);
       this.logger?.debug({ node: name }, 'enc: node removed from the classification file');
       return 'deleted';
     });
@@ -253,8 +254,14 @@ export class EncClassifier implements Classifier {
     return { format: ENC_FILE_FORMAT, written_at: new Date().toISOString(), fallback: [...this.config.fallbackEnc], fallback_timeout_ms: this.config.timeoutMs, unowned: renderAnswer({ classes: {} }), nodes: {} };
   }
 
-  /** Renders every node with the current groups and writes the file atomically (fsync, then rename). */
-  private async writeFile(nodes: EncFile['nodes']): Promise<void> {
+  /**
+   * Renders every node with the current groups and writes the file atomically (fsync, then
+   * rename), and the `owned` names bin/espm-enc looks up (src/classifier/enc-owned.ts). A name
+   * in `owned` that the file lacks is harmless (`espm enc` then runs the fallback itself), a
+   * name the file has but `owned` lacks is not: so the names go first when they grow (create,
+   * start-up) and after the file when they shrink (delete).
+   */
+  private async writeFile(nodes: EncFile['nodes'], shrinking = false): Promise<void> {
     const groups = this.groups!;
     const file = this.emptyFile();
     try {
@@ -270,8 +277,11 @@ export class EncClassifier implements Classifier {
       await mkdir(dir, { recursive: true, mode: 0o755 });
       // The directory's group (puppetserver's, as espm_setup makes it) reads the file.
       const gid = (await stat(dir)).gid;
-      const chown = process.getuid?.() === 0 ? { chown: { uid: 0, gid } } : {};
-      await writeFileAtomic(this.path, `${JSON.stringify(file, null, 1)}\n`, { mode: CLASSIFICATION_FILE_MODE, fsync: true, ...chown });
+      const root = process.getuid?.() === 0;
+      const owned = () => writeOwnedNames(this.path, Object.keys(file.nodes), root ? gid : undefined);
+      if (!shrinking) await owned();
+      await writeFileAtomic(this.path, `${JSON.stringify(file, null, 1)}\n`, { mode: CLASSIFICATION_FILE_MODE, fsync: true, ...(root ? { chown: { uid: 0, gid } } : {}) });
+      if (shrinking) await owned();
     } catch (err) {
       throw new ClassifierError('unavailable', `cannot write the classification file ${this.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }

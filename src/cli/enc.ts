@@ -1,7 +1,9 @@
 /**
  * `espm enc [-f classification.json | -c espm.ini] CERTNAME`: puppetserver's exec ENC
- * (`node_terminus = exec`, `external_nodes = …/espm enc -f FILE`; Puppet splits the setting on
- * whitespace and appends the certname). docs/design.md "`enc`".
+ * (`node_terminus = exec`, `external_nodes = …/espm-enc -f FILE [-t S FALLBACK…]`: bin/espm-enc,
+ * a POSIX-sh front, execs this for the names espm owns and runs the fallback itself for the
+ * others; Puppet splits the setting on whitespace and appends the certname). docs/design.md
+ * "`enc`".
  *
  * - a node espm created: its ENC YAML, as the daemon rendered it into the classification file;
  * - any other certname: the site's previous ENC (`[classifier] fallback_enc`) run as an argv
@@ -91,7 +93,7 @@ function write(fd: number, text: string): void {
 export async function runEnc(args: readonly string[]): Promise<number> {
   const parsed = parseCommandLine(args);
   if (parsed === 'help') {
-    write(1, `${USAGE}\nPrints the ENC YAML of a node espm created; any other certname goes to [classifier] fallback_enc.\n`);
+    write(1, `${USAGE}\nPrints the ENC YAML of a node espm created; any other certname goes to [classifier] fallback_enc.\npuppetserver runs it through bin/espm-enc (its external_nodes), which runs the fallback itself for a node espm did not create.\n`);
     return 0;
   }
   if (typeof parsed === 'string') {

@@ -62,7 +62,7 @@ export function espmCommand(hooks: DaemonHooks = {}): Command {
  */
 function encCommand(): Command {
   return new Command('enc')
-    .description('exec ENC for puppetserver ([classifier] backend = enc): prints the ENC YAML of a node espm created, or runs fallback_enc')
+    .description('exec ENC for puppetserver ([classifier] backend = enc): prints the ENC YAML of a node espm created, or runs fallback_enc (puppetserver runs it through bin/espm-enc, which runs the fallback itself for other names)')
     .helpOption(false)
     .allowUnknownOption()
     .allowExcessArguments()

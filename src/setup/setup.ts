@@ -176,15 +176,20 @@ function encPlan(classifier: IniValues['classifier'], configDir: string, stateDi
   const puppetConf = classifier.config ?? '/etc/puppet/puppet.conf';
   const authConf = puppetConf.startsWith('/etc/puppetlabs/') ? '/etc/puppetlabs/puppetserver/conf.d/auth.conf' : '/etc/puppet/puppetserver/conf.d/auth.conf';
   const espm = options.espmBin ?? '/usr/bin/espm';
+  // bin/espm-enc, beside bin/espm: the not-owned path never starts Node.js (docs/design.md "`enc`").
+  const front = join(dirname(espm), 'espm-enc');
+  const fallback = classifier.fallback_enc ?? '';
+  const externalNodes = `${front} -f ${classificationFile}${fallback === '' ? '' : ` -t ${classifier.timeout} ${fallback}`}`;
   const instructions = [
     '',
     "espm will be puppetserver's ENC for the nodes it creates (every other node goes to [classifier]",
     "fallback_enc, or gets 'classes: {}'). If this master already has an ENC, put its external_nodes",
-    `command in [classifier] fallback_enc first. Start espm (it writes ${classificationFile}), then add`,
+    `command in [classifier] fallback_enc, and append \`-t ${classifier.timeout} <that command>\` ([classifier] timeout, s)`,
+    `to the external_nodes line below. Start espm (it writes ${classificationFile}), then add`,
     `to the [server] section of ${puppetConf}:`,
     '',
     '    node_terminus = exec',
-    `    external_nodes = ${espm} enc -f ${classificationFile}`,
+    `    external_nodes = ${externalNodes}`,
     '',
     `and this rule to ${authConf}, before the "puppetlabs deny all" rule, so that espm may`,
     "list the environment's classes (allow: this master's certname, `puppet config print certname --section server`):",

@@ -1,10 +1,11 @@
 /**
  * End to end (issue #14): open-source Puppet with espm as its ENC, no double anywhere — a real
- * puppetserver (Debian packages) whose `external_nodes` is `bin/espm enc -f <classification
- * file>`, bin/espm_setup and bin/espm as child processes, the site's previous ENC (a shell
+ * puppetserver (Debian packages) whose `external_nodes` is `bin/espm-enc -f <classification
+ * file> -t <timeout> <the old ENC>` (the sh front: owned names → `bin/espm enc`, any other →
+ * the old ENC directly), bin/espm_setup and bin/espm as child processes, the site's previous ENC (a shell
  * script) as `fallback_enc`, and a real `puppet agent` with the pre-signed certificate.
  *
- * Shows: the exec ENC is bin/espm enc; the classes list is what the environment really has; an
+ * Shows: the exec ENC is bin/espm-enc; the classes list is what the environment really has; an
  * agent applies the group's class (with the group's Integer parameter and top-scope variable)
  * and the node's class with its parameter (exit 2); a node espm did not create is classified by
  * the fallback byte for byte as before (and cannot be taken over: 409); after DELETE the name
@@ -14,7 +15,7 @@
  */
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { describeWith } from '../support/components.js';
 import { ENC_COMPONENT, ENC_MISSING, encClassifierKeys, environmentClassesRule, LEGACY_NODE, makeEncFiles, STORY_ENC_GROUP, STORY_GROUPS_YAML, webserverModule, type EncFiles } from '../support/enc-rig.js';
@@ -23,6 +24,10 @@ import { freePort } from '../support/net.js';
 import { expectStatus, pinnedClient, type PinnedCall } from '../support/pinned-client.js';
 import { PUPPETSERVER_BIN, startPuppetserver, type RealPuppetserver } from '../support/puppetserver.js';
 import { existsSync } from 'node:fs';
+import { DEFAULTS } from '../../src/config.js';
+
+/** bin/espm-enc, beside bin/espm. */
+const ESPM_ENC_BIN = join(dirname(ESPM_BIN), 'espm-enc');
 
 const GROUP = STORY_ENC_GROUP;
 const NODE = `web01-${Date.now()}.example.test`;
@@ -38,8 +43,9 @@ describeWith(ENC_COMPONENT, ENC_MISSING)('open-source Puppet: espm is the ENC fo
   let agentDir: string;
   let motdFile: string;
   let webFile: string;
-  const encCommand = (): string => `${ESPM_BIN} enc -f ${files.classificationFile}`;
-  /** `bin/espm enc` exactly as puppetserver runs it: the setting split on whitespace, the certname appended. */
+  /** The external_nodes command espm_setup prints once the site's previous ENC is the fallback. */
+  const encCommand = (): string => `${ESPM_ENC_BIN} -f ${files.classificationFile} -t ${DEFAULTS.classifier.timeout} ${files.fallbackEnc}`;
+  /** bin/espm-enc exactly as puppetserver runs it: the setting split on whitespace, the certname appended. */
   const espmEnc = (certname: string) => {
     const [file, ...args] = encCommand().split(/\s+/) as [string, ...string[]];
     return execa(file, [...args, certname], { reject: false, stripFinalNewline: false, encoding: 'buffer' });
@@ -76,10 +82,10 @@ describeWith(ENC_COMPONENT, ENC_MISSING)('open-source Puppet: espm is the ENC fo
     if (work !== undefined) await rm(work, { recursive: true, force: true });
   }, 90_000);
 
-  it('puppetserver\'s exec ENC is bin/espm enc', async () => {
+  it('puppetserver\'s exec ENC is bin/espm-enc (the front of bin/espm enc)', async () => {
     const conf = await readFile(master.confPath, 'utf8');
     expect(conf).toContain('node_terminus = exec');
-    expect(conf).toContain(`external_nodes = ${ESPM_BIN} enc -f ${files.classificationFile}`);
+    expect(conf).toContain(`external_nodes = ${ESPM_ENC_BIN} -f ${files.classificationFile} -t ${DEFAULTS.classifier.timeout} ${files.fallbackEnc}`);
   });
 
   it('groups = the groups file\'s keys; classes = what the environment really has (environment_classes)', async () => {

@@ -24,7 +24,7 @@ describe('npm pack', () => {
     const paths = info!.files.map((f) => f.path);
     const outside = paths.filter((p) => !/^(dist|bin|etc|docs)\//.test(p) && !['package.json', 'README.md', 'LICENSE'].includes(p));
     expect(outside).toEqual([]);
-    for (const required of ['bin/espm', 'bin/espm_setup', 'dist/cli/espm.js', 'dist/cli/espm_setup.js', 'etc/espm.ini.example', 'docs/openapi.yaml']) {
+    for (const required of ['bin/espm', 'bin/espm-enc', 'bin/espm_setup', 'dist/cli/espm.js', 'dist/cli/espm_setup.js', 'etc/espm.ini.example', 'docs/openapi.yaml']) {
       expect(paths).toContain(required);
     }
     expect(paths.some((p) => p.startsWith('dist/') && p.includes('test'))).toBe(false);
@@ -39,6 +39,9 @@ describe('npm pack', () => {
     expect((await execa('espm_setup', ['--version'], { env })).stdout).toBe(pkg.version);
     const config = await execa('espm_setup', ['-d', join(work, 'etc'), '--print-config'], { env });
     expect(config.stdout).toMatch(/^\[server\]$/m);
+    // The ENC front finds the installed espm beside it (no owned directory here: it hands the name to `espm enc`).
+    const front = await execa('espm-enc', ['-f', join(work, 'none', 'classification.json'), 'n1.example.test'], { env, reject: false });
+    expect({ exitCode: front.exitCode, stderr: front.stderr }).toEqual({ exitCode: 1, stderr: expect.stringContaining('espm enc: cannot use the classification file') });
     const help = await execa('espm', ['ledger', '--help'], { env });
     expect(help.stdout).toContain('adopt <kind> <name>');
   }, 180_000);

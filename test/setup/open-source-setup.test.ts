@@ -7,8 +7,8 @@
  */
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { loadConfig } from '../../src/config.js';
+import { dirname, join } from 'node:path';
+import { DEFAULTS, loadConfig } from '../../src/config.js';
 import { detectBackends, rootedProbe } from '../../src/setup/detect.js';
 import { planSetup, SAMPLE_GROUPS_FILE, writeSetup } from '../../src/setup/setup.js';
 import { ESPM_BIN, startEspmProcess, stopEspmProcess, type EspmProcess } from '../support/launch-story.js';
@@ -53,7 +53,9 @@ describe('espm_setup on Debian\'s open-source puppetserver packages', () => {
     expect(config.ca).toMatchObject({ backend: 'puppetserver-api', puppetserver: '/usr/bin/puppetserver', config: '/etc/puppet/puppet.conf', ssldir: '/var/lib/puppet/ssl' });
     expect(await readFile(join(work, 'etc', 'groups.yaml'), 'utf8')).toBe(SAMPLE_GROUPS_FILE);
     expect((await stat(join(work, 'enc'))).mode & 0o777).toBe(0o750);
-    expect(plan.enc!.instructions).toContain(`    node_terminus = exec\n    external_nodes = ${ESPM_BIN} enc -f ${join(work, 'enc', 'classification.json')}\n`);
+    // bin/espm-enc, the sh front beside bin/espm; no fallback yet (the operator appends `-t <timeout> <old ENC>`).
+    expect(plan.enc!.instructions).toContain(`    node_terminus = exec\n    external_nodes = ${join(dirname(ESPM_BIN), 'espm-enc')} -f ${join(work, 'enc', 'classification.json')}\n`);
+    expect(plan.enc!.instructions).toContain(`append \`-t ${DEFAULTS.classifier.timeout} <that command>\``);
     expect(plan.enc!.instructions).toContain('/etc/puppet/puppetserver/conf.d/auth.conf');
     expect(plan.enc!.instructions).toContain('match-request: { path: "/puppet/v3/environment_classes", type: path, method: get }');
 
