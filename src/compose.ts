@@ -25,6 +25,8 @@ import type { Logger } from './logger.js';
 import { Ledger } from './ownership/ledger.js';
 import { CertificateService } from './service/certificates.js';
 import { NodeService } from './service/nodes.js';
+import { TokenService } from './service/tokens.js';
+import { startTokenSigning, type TokenSigningRuntime } from './autosign/lifecycle.js';
 import { VERSION } from './version.js';
 
 /** What {@link composeDaemon} takes besides the config. */
@@ -51,6 +53,8 @@ export interface Daemon {
   readonly nodes: NodeService;
   /** The certificate service behind `/v1/certificates`. */
   readonly certificates: CertificateService;
+  /** Token signing (`"signing": "token"`), on CAs with policy-based autosigning; undefined otherwise. */
+  readonly tokens: TokenService | undefined;
   /**
    * Starts the adapters' background work once espm listens (the console worker, the CA's
    * key pool) and logs whether the console is usable. Never throws.
@@ -83,15 +87,19 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
   const classifier = createClassifier(config.classifier, runner, config.state.dir, logger);
   const ca = createCertificateAuthority(config.ca, runner, config.state.dir, logger);
   const nodes = new NodeService(classifier, ledger, { cacheTtlMs: config.classifier.cacheTtlMs, logger, ...hook });
-  const certificates = new CertificateService(ca, ledger, { logger, ...hook });
+  const tokens = ca.policySigning === undefined ? undefined : new TokenService(ca, ledger, { ttlMs: config.autosign.tokenTtlMs, logger });
+  const certificates = new CertificateService(ca, ledger, { logger, ...hook, ...(tokens === undefined ? {} : { tokens }) });
+  let tokenSigning: TokenSigningRuntime | undefined;
   return {
     ledger,
     classifier,
     ca,
     nodes,
     certificates,
+    tokens,
     start() {
       startAdapters(classifier, ca, logger);
+      if (tokens !== undefined) tokenSigning ??= startTokenSigning(tokens, config.autosign, logger);
     },
     async reload() {
       if (classifier.reload === undefined) return;
@@ -102,6 +110,7 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
       );
     },
     async close() {
+      await tokenSigning?.stop();
       await classifier.close?.();
       ca.close?.();
       await ledger.close();

@@ -40,7 +40,7 @@ import type { Receipt } from '../ownership/entries.js';
 import { PuppetHttpClient, type PuppetHttpAnswer, type PuppetHttpBody } from '../puppet-http/client.js';
 import { PuppetHttpError } from '../puppet-http/errors.js';
 import { readTlsIdentity, resolvePuppetIdentity, type PuppetIdentity } from '../puppet-http/identity.js';
-import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate, type PolicySigning } from './authority.js';
 import { caReceipt, normaliseFingerprint } from './certificate-info.js';
 import { NodeKeyPool } from './node-key-pool.js';
 import { buildNodeRequest, type NodeRequest } from './node-request.js';
@@ -92,6 +92,8 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
   private current: PuppetHttpClient | undefined;
   /** Node keys generated ahead of need (`[ca] key_pool`, `[ca] key_bits`). */
   readonly keys: NodeKeyPool;
+  /** Token signing: puppetserver runs the master's policy executable for a node's own CSR. */
+  readonly policySigning: PolicySigning = new ApiPolicySigning(this, (name) => this.fetchPem(name), (method, path) => this.call(method, path));
 
   /**
    * @param config - `[ca]`: api_url, api_cert, api_key, api_ca, key_bits, key_pool, timeout
@@ -309,6 +311,40 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
       throw new CaError('failed', `GET certificate_status/${certname} shows a signed certificate without a SHA-256 fingerprint`, JSON.stringify(status));
     }
     return fingerprint;
+  }
+}
+
+/**
+ * Token signing on puppetserver's CA API: `GET certificate/ca`, `GET certificate_status/NAME`
+ * (+ `GET certificate/NAME` when signed), `DELETE certificate_status/NAME` for a pending CSR.
+ */
+class ApiPolicySigning implements PolicySigning {
+  constructor(
+    private readonly ca: PuppetserverApiAuthority,
+    private readonly fetch: (name: string) => Promise<string>,
+    private readonly call: (method: 'DELETE', path: string) => Promise<ApiAnswer>,
+  ) {}
+
+  caCertificate(): Promise<string> {
+    return this.fetch('ca');
+  }
+
+  async signedCertificate(certname: string): Promise<string | undefined> {
+    const status = await this.ca.status(certname);
+    return status?.state === 'signed' ? this.fetch(certname) : undefined;
+  }
+
+  async requestedFingerprint(certname: string): Promise<string | undefined> {
+    const status = await this.ca.status(certname);
+    return status?.state === 'requested' ? (status.fingerprints?.SHA256 ?? status.fingerprint) : undefined;
+  }
+
+  async discardRequest(certname: string, fingerprint: string): Promise<boolean> {
+    const current = await this.requestedFingerprint(certname);
+    if (current === undefined || normaliseFingerprint(current) !== normaliseFingerprint(fingerprint)) return false;
+    const answer = await this.call('DELETE', `/certificate_status/${encodeURIComponent(certname)}`);
+    if (answer.status < 200 || answer.status > 299) throw new CaError('failed', `DELETE certificate_status/${certname} answered ${answer.status}`, answer.body.trim());
+    return true;
   }
 }
 

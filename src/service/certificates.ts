@@ -17,6 +17,7 @@ import type { CertificateRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { backendProblem, ServiceError } from './errors.js';
 import { KeyedMutex } from '../keyed-mutex.js';
+import type { TokenBody, TokenCertificateBody, TokenService } from './tokens.js';
 
 /** What `POST /v1/certificates` answers: PEM strings and metadata. */
 export interface IssuedCertificateBody {
@@ -50,6 +51,8 @@ export interface CertificateServiceOptions {
    * records the outcome (crash-consistency tests widen that window with it). Default none.
    */
   afterBackend?: () => Promise<void>;
+  /** Token signing (`"signing": "token"`): certificates of that kind are its (src/service/tokens.ts). */
+  tokens?: TokenService;
 }
 
 /** The certificate service. */
@@ -59,6 +62,7 @@ export class CertificateService {
   private readonly perName = new KeyedMutex();
   private readonly logger: Logger | undefined;
   private readonly afterBackend: (() => Promise<void>) | undefined;
+  private readonly tokens: TokenService | undefined;
 
   /**
    * @param ca - the CA adapter
@@ -72,6 +76,15 @@ export class CertificateService {
   ) {
     this.logger = options.logger;
     this.afterBackend = options.afterBackend;
+    this.tokens = options.tokens;
+  }
+
+  /** The token service for `"signing": "token"`; 422 `unsupported_signing` without one. */
+  private tokenService(): TokenService {
+    if (this.tokens === undefined) {
+      throw new ServiceError('unsupported_signing', `the CA backend ${this.ca.backend} cannot sign a node's own CSR; use "signing": "presigned"`);
+    }
+    return this.tokens;
   }
 
   private exclusive<T>(task: () => Promise<T>): Promise<T> {
@@ -83,9 +96,10 @@ export class CertificateService {
    *
    * @throws {@link ServiceError} `certificate_exists` (409: espm's, or the CA has the name),
    *   `backend_failed` (502), `backend_timeout` (504), `backend_unavailable` (503); after a
-   *   timeout or an interruption the name is `uncertain`
+   *   timeout or an interruption the name is `uncertain`; `unsupported_signing` (422) for
+   *   `"signing": "token"` on a CA without policy-based autosigning
    */
-  async issue(request: CertificateRequest): Promise<IssuedCertificateBody> {
+  async issue(request: Pick<CertificateRequest, 'certname' | 'dns_alt_names'> & Partial<CertificateRequest>): Promise<IssuedCertificateBody> {
     const { certname } = request;
     return this.perName.run(certname, async () => {
       if (this.ledger.get('certificate', certname) !== undefined) {
@@ -132,6 +146,26 @@ export class CertificateService {
   }
 
   /**
+   * `POST /v1/certificates`: a pre-signed certificate ({@link issue}) or, for
+   * `"signing": "token"`, a signing token (src/service/tokens.ts).
+   *
+   * @throws {@link ServiceError} as {@link issue} and `TokenService.create`
+   */
+  async order(request: CertificateRequest): Promise<IssuedCertificateBody | TokenBody> {
+    return request.signing === 'token' ? this.tokenService().create(request) : this.issue(request);
+  }
+
+  /**
+   * `GET /v1/certificates/{certname}`: {@link get}, or a token certificate's state.
+   *
+   * @throws {@link ServiceError} `certificate_not_found`, and `backend_*` for a token certificate
+   */
+  async describe(certname: string): Promise<OwnedCertificate | TokenCertificateBody> {
+    if (this.tokens?.tokenEntry(certname) !== undefined) return this.tokens.get(certname);
+    return this.get(certname);
+  }
+
+  /**
    * Metadata of a certificate espm issued.
    *
    * @throws {@link ServiceError} `certificate_not_found` for any certificate espm did not issue
@@ -164,6 +198,10 @@ export class CertificateService {
    *   after a timeout or an interruption — and revoking again is safe)
    */
   async revoke(certname: string): Promise<void> {
+    if (this.tokens?.tokenEntry(certname) !== undefined) {
+      await this.tokens.delete(certname);
+      return;
+    }
     await this.perName.run(certname, async () => {
       const entry = this.ledger.get('certificate', certname);
       // `deleted`: the certificate is gone, only follow-ups are owed.
