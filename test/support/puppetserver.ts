@@ -131,6 +131,11 @@ export interface StartPuppetserverOptions {
    * Default false: the stock CA refuses such CSRs with HTTP 409.
    */
   allowSubjectAltNames?: boolean;
+  /**
+   * Policy-based autosigning: `[server] autosign = <path>` (an absolute path of an executable:
+   * certname argument, CSR on stdin, exit 0 = sign). Default `autosign = false`.
+   */
+  autosign?: string;
 }
 
 /**
@@ -471,7 +476,7 @@ export async function startPuppetserver(options: StartPuppetserverOptions = {}):
     // (which merges all sections); Debian hard-wires ssldir/cadir, so set everything explicitly.
     const serverSection = ['[server]'];
     if (options.enc !== undefined) serverSection.push('node_terminus = exec', `external_nodes = ${options.enc}`);
-    serverSection.push('autosign = false');
+    serverSection.push(`autosign = ${options.autosign ?? 'false'}`);
     await writeFile(
       confPath,
       [
