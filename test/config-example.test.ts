@@ -37,7 +37,12 @@ describe('etc/espm.ini.example', () => {
       expect(config.classifier.worker).toBe(DEFAULTS.classifier.worker);
       expect(config.ca.keepPrivateKeys).toBe(DEFAULTS.ca.keep_private_keys);
       expect(config.puppetdb).toEqual({ url: undefined, timeoutMs: DEFAULTS.puppetdb.timeout * 1000 });
-      expect(config.autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined });
+      expect(config.autosign).toEqual({
+        tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000,
+        fallback: undefined,
+        fallbackTimeoutMs: DEFAULTS.autosign.fallback_timeout * 1000,
+        socket: DEFAULTS.autosign.socket,
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
