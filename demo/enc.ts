@@ -17,6 +17,7 @@ import { freePort } from '../test/support/net.js';
 import { startPuppetserver, type RealPuppetserver } from '../test/support/puppetserver.js';
 import { action, cleanups, note, redact, say, seconds, step, style } from './narration.js';
 import { createNode, discover, narratedConfig, narratedSetup, narratedStop, presign, printRequestLog, startAndCheck, terminate, verifyCertificate } from './platform.js';
+import { tokenStory } from './token.js';
 
 const GROUP = STORY_ENC_GROUP;
 const CLASS = 'motd';
@@ -54,6 +55,8 @@ export async function encStory(work: string): Promise<void> {
           enc: encLine,
           authRules: [environmentClassesRule('localhost')],
           modules: { motd: motdModule(motdFile), webserver: webserverModule(webFile), dbserver: 'class dbserver { }\n' },
+          // espm_setup writes this policy executable below (token signing, step 4b).
+          autosign: join(work, 'autosign', 'policy'),
         });
         cleanups.push({ what: 'stop puppetserver', run: () => started.stop() });
         return started;
@@ -63,6 +66,7 @@ export async function encStory(work: string): Promise<void> {
     say('its puppet.conf [server] and auth.conf hold what espm_setup tells the operator to add:', 4);
     say(style.dim('│ ') + 'node_terminus = exec', 6);
     say(style.dim('│ ') + `external_nodes = ${encLine}`, 6);
+    say(style.dim('│ ') + `autosign = ${join(work, 'autosign', 'policy')}`, 6);
     say(style.dim('│ ') + '{ match-request: { path: "/puppet/v3/environment_classes", type: path, method: get }, allow: "localhost", … }', 6);
 
     const espmPort = await freePort();
@@ -117,6 +121,8 @@ export async function encStory(work: string): Promise<void> {
     }
     say(style.green(`Exit 2: group ${GROUP}'s class webserver and the node's class ${CLASS} (with motd_message) applied; no double anywhere.`), 2);
   });
+
+  await step('4b', 'Token signing: a second server makes its own key', () => tokenStory(platform, master, work, message, GROUP, CLASS));
 
   await step('5', 'Terminate', async () => {
     await terminate(platform, name);
