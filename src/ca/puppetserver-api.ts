@@ -44,6 +44,7 @@ import { CaError, CertificateExistsError, type CertificateAuthority, type Certif
 import { caReceipt, normaliseFingerprint } from './certificate-info.js';
 import { NodeKeyPool } from './node-key-pool.js';
 import { buildNodeRequest, type NodeRequest } from './node-request.js';
+import { ApiPolicySigning } from './puppetserver-api-policy.js';
 
 export { buildNodeRequest, generateNodeRequest, type NodeRequest } from './node-request.js';
 
@@ -93,7 +94,11 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
   /** Node keys generated ahead of need (`[ca] key_pool`, `[ca] key_bits`). */
   readonly keys: NodeKeyPool;
   /** Token signing: puppetserver runs the master's policy executable for a node's own CSR. */
-  readonly policySigning: PolicySigning = new ApiPolicySigning(this, (name) => this.fetchPem(name), (method, path) => this.call(method, path));
+  readonly policySigning: PolicySigning = new ApiPolicySigning({
+    status: (certname) => this.status(certname),
+    fetchPem: (name) => this.fetchPem(name),
+    call: (method, path) => this.call(method, path),
+  });
 
   /**
    * @param config - `[ca]`: api_url, api_cert, api_key, api_ca, key_bits, key_pool, timeout
@@ -311,40 +316,6 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
       throw new CaError('failed', `GET certificate_status/${certname} shows a signed certificate without a SHA-256 fingerprint`, JSON.stringify(status));
     }
     return fingerprint;
-  }
-}
-
-/**
- * Token signing on puppetserver's CA API: `GET certificate/ca`, `GET certificate_status/NAME`
- * (+ `GET certificate/NAME` when signed), `DELETE certificate_status/NAME` for a pending CSR.
- */
-class ApiPolicySigning implements PolicySigning {
-  constructor(
-    private readonly ca: PuppetserverApiAuthority,
-    private readonly fetch: (name: string) => Promise<string>,
-    private readonly call: (method: 'DELETE', path: string) => Promise<ApiAnswer>,
-  ) {}
-
-  caCertificate(): Promise<string> {
-    return this.fetch('ca');
-  }
-
-  async signedCertificate(certname: string): Promise<string | undefined> {
-    const status = await this.ca.status(certname);
-    return status?.state === 'signed' ? this.fetch(certname) : undefined;
-  }
-
-  async requestedFingerprint(certname: string): Promise<string | undefined> {
-    const status = await this.ca.status(certname);
-    return status?.state === 'requested' ? (status.fingerprints?.SHA256 ?? status.fingerprint) : undefined;
-  }
-
-  async discardRequest(certname: string, fingerprint: string): Promise<boolean> {
-    const current = await this.requestedFingerprint(certname);
-    if (current === undefined || normaliseFingerprint(current) !== normaliseFingerprint(fingerprint)) return false;
-    const answer = await this.call('DELETE', `/certificate_status/${encodeURIComponent(certname)}`);
-    if (answer.status < 200 || answer.status > 299) throw new CaError('failed', `DELETE certificate_status/${certname} answered ${answer.status}`, answer.body.trim());
-    return true;
   }
 }
 

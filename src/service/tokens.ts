@@ -12,7 +12,6 @@
  *
  * @packageDocumentation
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import type { CertificateAuthority, PolicySigning } from '../ca/authority.js';
 import { certificateInfo, normaliseFingerprint, publicKeySha256 } from '../ca/certificate-info.js';
@@ -24,6 +23,7 @@ import type { CertificateRequest } from '../names.js';
 import type { CertificateEntry, TokenRecord } from '../ownership/entries.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { backendProblem, ServiceError } from './errors.js';
+import { RefusedCsrs } from './refused-csrs.js';
 import { challengeDigest, judgeCsr, newChallengePassword } from './token-policy.js';
 
 /** What `POST /v1/certificates` answers for `"signing": "token"`: no key, no certificate. */
@@ -72,7 +72,7 @@ export interface TokenServiceOptions {
 export class TokenService {
   private readonly perName = new KeyedMutex();
   private readonly now: () => number;
-  private readonly discards = new Set<Promise<void>>();
+  private readonly refused: RefusedCsrs;
 
   /**
    * @param ca - the CA adapter (token signing needs its {@link PolicySigning})
@@ -85,6 +85,12 @@ export class TokenService {
     private readonly options: TokenServiceOptions,
   ) {
     this.now = options.now ?? Date.now;
+    this.refused = new RefusedCsrs(ca.policySigning, { pollMs: options.discardPollMs ?? 250, ...(options.logger === undefined ? {} : { logger: options.logger }) });
+  }
+
+  /** Waits for every pending removal of a refused CSR (tests, shutdown). */
+  settled(): Promise<void> {
+    return this.refused.settled();
   }
 
   private signing(): PolicySigning {
@@ -158,7 +164,7 @@ export class TokenService {
    * to the site's previous policy (`fallback`); one espm is pre-signing is refused (espm signs it
    * itself); one with a token is signed only by {@link judgeCsr}, and the token is used up
    * (durably, before the answer) — one use even when CSRs race. A refused CSR for a token name
-   * is removed from the CA afterwards ({@link discardLater}).
+   * is removed from the CA afterwards (src/service/refused-csrs.ts).
    *
    * @param certname - what puppetserver passed (not yet validated)
    * @param csrPem - the CSR puppetserver passed on stdin
@@ -190,45 +196,11 @@ export class TokenService {
     if (answer.decision === 'refuse') {
       this.logger?.warn({ certname, reason: answer.reason }, 'token CSR refused');
       const stillAwaiting = this.tokenEntry(certname)?.certificate.token?.approved_public_key_sha256 === undefined;
-      if (answer.fingerprint !== undefined && stillAwaiting) this.discardLater(certname, answer.fingerprint);
+      if (answer.fingerprint !== undefined && stillAwaiting) this.refused.remove(certname, answer.fingerprint);
       if (this.expired(this.tokenEntry(certname)?.certificate.token)) await this.purgeExpired();
       return { decision: 'refuse', reason: answer.reason };
     }
     return answer;
-  }
-
-  /**
-   * Removes a CSR espm refused for a name it holds a token for: puppetserver saved it before
-   * asking the policy and keeps it `requested`, ignoring every later CSR for the name
-   * (docs/reference/modern-puppet.md); so espm waits until the CA shows exactly that CSR
-   * (same SHA-256) and discards it — the real node's CSR is then accepted.
-   */
-  private discardLater(certname: string, fingerprint: string): void {
-    const signing = this.ca.policySigning;
-    if (signing === undefined) return;
-    const pollMs = this.options.discardPollMs ?? 250;
-    const task = (async () => {
-      for (let look = 0; look < 40; look += 1) {
-        await sleep(pollMs);
-        try {
-          const pending = await signing.requestedFingerprint(certname);
-          if (pending !== undefined && normaliseFingerprint(pending) === normaliseFingerprint(fingerprint)) {
-            if (await signing.discardRequest(certname, fingerprint)) this.logger?.info({ certname, csr_sha256: fingerprint }, 'refused CSR removed from the CA');
-            return;
-          }
-        } catch (err) {
-          this.logger?.warn({ certname, error: (err as Error).message }, 'could not remove a refused CSR from the CA');
-          return;
-        }
-      }
-    })();
-    this.discards.add(task);
-    void task.finally(() => this.discards.delete(task));
-  }
-
-  /** Waits for every pending removal of a refused CSR (tests, shutdown). */
-  async settled(): Promise<void> {
-    await Promise.all([...this.discards]);
   }
 
   /**
