@@ -36,20 +36,24 @@ export type AutosignAnswer =
   /** espm holds nothing for this certname: run the site's previous policy with the certname and the CSR on stdin. */
   | { decision: 'fallback'; fallback: string; timeout_ms: number };
 
+/** The JSON object on `line`, or undefined when it holds anything else. */
+function jsonObject(line: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(line);
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Reads an answer line.
  *
  * @returns the answer, or undefined when `line` is not one (the caller refuses)
  */
 export function parseAutosignAnswer(line: string): AutosignAnswer | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const answer = value as Record<string, unknown>;
+  const answer = jsonObject(line);
+  if (answer === undefined) return undefined;
   if (answer['decision'] === 'sign') return { decision: 'sign' };
   if (answer['decision'] === 'refuse') return { decision: 'refuse', reason: typeof answer['reason'] === 'string' ? answer['reason'] : 'refused' };
   if (answer['decision'] === 'fallback' && typeof answer['fallback'] === 'string' && answer['fallback'].startsWith('/') && typeof answer['timeout_ms'] === 'number') {
@@ -64,13 +68,8 @@ export function parseAutosignAnswer(line: string): AutosignAnswer | undefined {
  * @returns the request, or undefined when `line` is not one (the daemon refuses)
  */
 export function parseAutosignRequest(line: string): AutosignRequest | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const { certname, csr } = value as Record<string, unknown>;
+  const request = jsonObject(line);
+  if (request === undefined) return undefined;
+  const { certname, csr } = request;
   return typeof certname === 'string' && typeof csr === 'string' ? { certname, csr } : undefined;
 }
