@@ -31,6 +31,8 @@ const ca: CertificateAuthority = {
     signedCertificate: async () => undefined,
     requestedFingerprint: async () => undefined,
     discardRequest: async () => false,
+    requestedCsr: async () => undefined,
+    signRequest: () => Promise.reject(new Error('not used')),
   },
 };
 const logger = createLogger({ level: 'warn', format: 'json' });

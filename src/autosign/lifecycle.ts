@@ -1,7 +1,7 @@
 /**
- * Token signing's background work in the daemon: the hand-off socket (server.ts) and the
- * purge of expired tokens (every {@link PURGE_INTERVAL_MS}). Started once espm listens,
- * stopped with the daemon.
+ * Token signing's background work in the daemon: the hand-off socket (server.ts), the purge of
+ * expired tokens (every {@link PURGE_INTERVAL_MS}) and, once listening, the revisit of token
+ * CSRs refused while espm was stopped. Started once espm listens, stopped with the daemon.
  *
  * Source of truth: docs/design.md ("The hand-off").
  *
@@ -50,9 +50,12 @@ export function startTokenSigning(tokens: TokenService, settings: AutosignSettin
     logger.error({ socket: settings.socket, error: (err as Error).message }, 'autosign socket not listening: every token CSR will be refused');
     return undefined;
   });
+  // CSRs refused while espm was stopped: decided now (src/service/tokens.ts revisit).
+  const revisited = listening.then((server) => (server === undefined ? [] : tokens.revisit()));
   return {
     async stop() {
       clearInterval(purge);
+      await revisited;
       await (await listening)?.close();
       await tokens.settled();
     },

@@ -96,6 +96,18 @@ export interface PolicySigning {
    * @throws {@link CaError}
    */
   discardRequest(certname: string, fingerprint: string): Promise<boolean>;
+  /**
+   * The CSR the CA holds as `requested` for `certname` (PEM), or undefined when none.
+   *
+   * @throws {@link CaError}
+   */
+  requestedCsr(certname: string): Promise<string | undefined>;
+  /**
+   * Signs the CA's pending CSR for `certname` (the service approved exactly that CSR).
+   *
+   * @throws {@link CaError} (e.g. no CSR any more)
+   */
+  signRequest(certname: string): Promise<void>;
 }
 
 /** The Puppet CA espm issues node certificates from. */

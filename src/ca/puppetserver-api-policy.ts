@@ -1,7 +1,8 @@
 /**
  * Token signing on puppetserver's CA API (the {@link PolicySigning} of the puppetserver-api
  * adapter): `GET certificate/ca`, `GET certificate_status/NAME` (+ `GET certificate/NAME` when
- * signed), `DELETE certificate_status/NAME` for a pending CSR. puppetserver's answers: see
+ * signed), `DELETE certificate_status/NAME` for a pending CSR, `GET certificate_request/NAME`
+ * and `PUT certificate_status/NAME` (sign) for a CSR espm approves after a restart. puppetserver's answers: see
  * src/ca/puppetserver-api.ts (for `requested`, `certificate_status` shows the SHA-256 of the
  * CSR's DER).
  *
@@ -17,7 +18,7 @@ export interface ApiCalls {
   /** `GET certificate/NAME` → PEM (`ca`: the CA bundle). */
   fetchPem(name: string): Promise<string>;
   /** One request below `/puppet-ca/v1`. */
-  call(method: 'DELETE', path: string): Promise<{ status: number; body: string }>;
+  call(method: 'GET' | 'PUT' | 'DELETE', path: string, body?: { text: string; type: string }): Promise<{ status: number; body: string }>;
 }
 
 /** {@link PolicySigning} over puppetserver's CA API. */
@@ -49,5 +50,19 @@ export class ApiPolicySigning implements PolicySigning {
     const answer = await this.api.call('DELETE', `/certificate_status/${encodeURIComponent(certname)}`);
     if (answer.status < 200 || answer.status > 299) throw new CaError('failed', `DELETE certificate_status/${certname} answered ${answer.status}`, answer.body.trim());
     return true;
+  }
+
+  /** `GET certificate_request/NAME` (404: none). */
+  async requestedCsr(certname: string): Promise<string | undefined> {
+    const answer = await this.api.call('GET', `/certificate_request/${encodeURIComponent(certname)}`);
+    if (answer.status === 404) return undefined;
+    if (answer.status !== 200) throw new CaError('failed', `GET certificate_request/${certname} answered ${answer.status}`, answer.body.trim());
+    return answer.body;
+  }
+
+  /** `PUT certificate_status/NAME {"desired_state":"signed"}`. */
+  async signRequest(certname: string): Promise<void> {
+    const answer = await this.api.call('PUT', `/certificate_status/${encodeURIComponent(certname)}`, { text: '{"desired_state":"signed"}', type: 'application/json' });
+    if (answer.status < 200 || answer.status > 299) throw new CaError('failed', `PUT certificate_status/${certname} (sign) answered ${answer.status}`, answer.body.trim());
   }
 }

@@ -97,7 +97,7 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
   readonly policySigning: PolicySigning = new ApiPolicySigning({
     status: (certname) => this.status(certname),
     fetchPem: (name) => this.fetchPem(name),
-    call: (method, path) => this.call(method, path),
+    call: (method, path, body) => this.call(method, path, body),
   });
 
   /**

@@ -204,6 +204,35 @@ export class TokenService {
   }
 
   /**
+   * After a start: a CSR for a token name that arrived while espm was stopped was refused by
+   * the policy executable and is still `requested` at the CA (puppetserver does not ask again).
+   * Each such CSR is decided now as the policy would have: signed through the CA when it
+   * matches its token, otherwise removed (as any refused CSR).
+   *
+   * @returns the certnames whose CSR was signed
+   */
+  async revisit(): Promise<string[]> {
+    const signing = this.ca.policySigning;
+    const signed: string[] = [];
+    if (signing === undefined) return signed;
+    for (const entry of this.ledger.list()) {
+      const token = entry.kind === 'certificate' && entry.certificate.signing === 'token' ? entry.certificate.token : undefined;
+      if (token === undefined || token.approved_public_key_sha256 !== undefined) continue;
+      try {
+        const csr = await signing.requestedCsr(entry.name);
+        if (csr === undefined) continue;
+        if ((await this.decide(entry.name, csr)).decision !== 'sign') continue;
+        await signing.signRequest(entry.name);
+        signed.push(entry.name);
+        this.logger?.info({ certname: entry.name }, 'token CSR left by a stopped espm approved and signed');
+      } catch (err) {
+        this.logger?.warn({ certname: entry.name, error: (err as Error).message }, 'could not revisit a pending token CSR');
+      }
+    }
+    return signed;
+  }
+
+  /**
    * A token certificate as GET shows it: `awaiting_csr`, or `signed` once the CA holds a
    * certificate with the approved public key (its fingerprint, serial and expiry are then
    * recorded).

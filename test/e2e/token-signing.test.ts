@@ -8,8 +8,9 @@
  * Shows: a node's own CSR is signed with no private key in any answer and the manifest sees
  * `$trusted['extensions']['pp_role']`; every wrong CSR is refused (nothing signed) and removed,
  * after which the real node's CSR is signed; a used token, an expired token, a stopped daemon →
- * refused; of N concurrent CSRs with one token exactly one is signed; the site's previous
- * policy still decides for certnames espm holds nothing for.
+ * refused (and a token CSR left by the stopped daemon is signed when it is back); of N
+ * concurrent CSRs with one token exactly one is signed; the site's previous policy still
+ * decides for certnames espm holds nothing for.
  *
  * Needs `npm run build` (bin/espm runs dist/). Never prints the PSK or a private key.
  */
@@ -217,15 +218,24 @@ describeWith('puppetserver + puppet-agent + openssl (Debian packages)', puppetse
     expect((await call('GET', `/v1/certificates/${certname}`)).status).toBe(404);
   }, 120_000);
 
-  it('daemon stopped → every CSR is refused', async () => {
+  it('daemon stopped → every CSR is refused; started again, espm signs the waiting token CSR and leaves the other', async () => {
     const certname = name('stopped');
     const { challenge_password: challenge } = await order(certname);
     await stopEspmProcess(espm!);
     espm = undefined;
-    await submit(certname, (await csrFor({ certname, challenge, extensions: { [PP_ROLE]: 'web' } })).csr);
+    const node = await csrFor({ certname, challenge, extensions: { [PP_ROLE]: 'web' } });
+    await submit(certname, node.csr);
     expect(await signedCertificate(certname)).toBeUndefined();
     const yes = name('legacy-ok-stopped');
     await submit(yes, (await csrFor({ certname: yes })).csr);
     expect(await signedCertificate(yes)).toBeUndefined();
+    espm = await startEspmProcess(setup.configPath, 30_000);
+    const deadline = Date.now() + 20_000;
+    while ((await signedCertificate(certname)) === undefined && Date.now() < deadline) await sleep(250);
+    const pem = await signedCertificate(certname);
+    expect(pem).toBeDefined();
+    expect(new X509Certificate(pem!).publicKey.equals(createPublicKey(node.key))).toBe(true);
+    expect(await signedCertificate(yes)).toBeUndefined();
+    expect(await pending(yes)).toBe(true);
   }, 120_000);
 });

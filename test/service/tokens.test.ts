@@ -27,11 +27,18 @@ class MemoryCa implements CertificateAuthority {
   readonly requested = new Map<string, string>();
   readonly signed = new Map<string, string>();
   readonly revoked: string[] = [];
+  /** Pending CSRs' PEM (for the revisit after a restart). */
+  readonly requestedPem = new Map<string, string>();
+  readonly signedRequests: string[] = [];
   readonly policySigning: PolicySigning = {
     caCertificate: async () => 'CA PEM',
     signedCertificate: async (n) => this.signed.get(n),
     requestedFingerprint: async (n) => this.requested.get(n),
     discardRequest: async (n, f) => this.requested.get(n) === f && this.requested.delete(n),
+    requestedCsr: async (n) => this.requestedPem.get(n),
+    signRequest: async (n) => {
+      this.signedRequests.push(n);
+    },
   };
   issue(): never {
     throw new Error('not used');
@@ -128,6 +135,23 @@ describe('TokenService', () => {
     expect(await tokens.decide(NAME, wrong.csr)).toEqual({ decision: 'refuse', reason: 'the challengePassword is not the token of this certname' });
     await tokens.settled();
     expect(ca.requested.has(NAME)).toBe(false);
+  });
+
+  it('after a restart, signs a pending CSR that matches its token and removes one that does not', async () => {
+    const { challenge_password: challenge } = await order({ extensions: {} });
+    const other = 'db01.example.test';
+    await certificates.order(certificateRequestSchema.parse({ certname: other, signing: 'token' }));
+    const good = (await makeCsr({ certname: NAME, challenge })).csr;
+    const bad = (await makeCsr({ certname: other, challenge })).csr;
+    ca.requestedPem.set(NAME, good);
+    ca.requested.set(NAME, (await readCsr(good)).fingerprintSha256);
+    ca.requestedPem.set(other, bad);
+    ca.requested.set(other, (await readCsr(bad)).fingerprintSha256);
+    expect(await tokens.revisit()).toEqual([NAME]);
+    expect(ca.signedRequests).toEqual([NAME]);
+    await tokens.settled();
+    expect(ca.requested.has(other)).toBe(false);
+    expect(ca.requested.has(NAME)).toBe(true);
   });
 
   it('refuses an expired token and purges it; purgeExpired drops only expired unused tokens', async () => {
