@@ -34,7 +34,7 @@ const name = (prefix: string): string => `${prefix}-${STAMP}.example.test`;
 const PP_ROLE = '1.3.6.1.4.1.34380.1.1.13';
 const PP_ENV = '1.3.6.1.4.1.34380.1.1.12';
 /** Seconds a token lives in this suite: the expired case waits it out at the end. */
-const TTL_S = 60;
+const TTL_S = 40;
 
 /** The site's previous policy: signs `legacy-ok-*`, refuses the rest; keeps the CSR it got. */
 const FALLBACK_SCRIPT = (logDir: string): string => `#!/bin/sh
