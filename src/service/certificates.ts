@@ -96,8 +96,7 @@ export class CertificateService {
    *
    * @throws {@link ServiceError} `certificate_exists` (409: espm's, or the CA has the name),
    *   `backend_failed` (502), `backend_timeout` (504), `backend_unavailable` (503); after a
-   *   timeout or an interruption the name is `uncertain`; `unsupported_signing` (422) for
-   *   `"signing": "token"` on a CA without policy-based autosigning
+   *   timeout or an interruption the name is `uncertain`
    */
   async issue(request: Pick<CertificateRequest, 'certname' | 'dns_alt_names'> & Partial<CertificateRequest>): Promise<IssuedCertificateBody> {
     const { certname } = request;
@@ -149,7 +148,8 @@ export class CertificateService {
    * `POST /v1/certificates`: a pre-signed certificate ({@link issue}) or, for
    * `"signing": "token"`, a signing token (src/service/tokens.ts).
    *
-   * @throws {@link ServiceError} as {@link issue} and `TokenService.create`
+   * @throws {@link ServiceError} as {@link issue} and `TokenService.create`; `unsupported_signing`
+   *   (422) for `"signing": "token"` on a CA without policy-based autosigning
    */
   async order(request: CertificateRequest): Promise<IssuedCertificateBody | TokenBody> {
     return request.signing === 'token' ? this.tokenService().create(request) : this.issue(request);
