@@ -103,6 +103,11 @@ describe('TokenService', () => {
     const winner = csrs[answers.findIndex((a) => a.decision === 'sign')]!;
     const reopened = JSON.parse(await readFile(join(dir, 'ledger.json'), 'utf8')) as { entries: Array<{ certificate: { token: { approved_public_key_sha256: string } } }> };
     expect(reopened.entries[0]!.certificate.token.approved_public_key_sha256).toBe((await readCsr(winner.csr)).publicKeySha256);
+    // The ledger file's schema takes the token record back.
+    await tokens.settled();
+    await ledger.close();
+    ledger = await Ledger.open(dir);
+    expect(ledger.get('certificate', NAME)?.certificate.token?.approved_public_key_sha256).toBe((await readCsr(winner.csr)).publicKeySha256);
   });
 
   it('revokes only the certificate carrying the approved public key; GET shows it signed', async () => {
