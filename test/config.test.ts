@@ -192,11 +192,15 @@ describe('parseConfig: reserved sections', () => {
     });
   });
 
-  it('[autosign]: token_ttl (default 2 h) and fallback (absolute path, optional), in ms', () => {
-    expect(parse({}).autosign).toEqual({ tokenTtlMs: 7_200_000, fallback: undefined });
-    expect(parse({ autosign: { token_ttl: '600', fallback: '/usr/local/bin/autosign-policy' } }).autosign).toEqual({
+  it('[autosign]: token_ttl (default 2 h), fallback (absolute path, optional), fallback_timeout (30 s), socket, in ms', () => {
+    expect(parse({}).autosign).toEqual({ tokenTtlMs: 7_200_000, fallback: undefined, fallbackTimeoutMs: 30_000, socket: '/opt/espm/autosign/espm.sock' });
+    expect(
+      parse({ autosign: { token_ttl: '600', fallback: '/usr/local/bin/autosign-policy', fallback_timeout: '5', socket: '/run/espm/a.sock' } }).autosign,
+    ).toEqual({
       tokenTtlMs: 600_000,
       fallback: '/usr/local/bin/autosign-policy',
+      fallbackTimeoutMs: 5000,
+      socket: '/run/espm/a.sock',
     });
     expect(parse({ autosign: { fallback: '' } }).autosign.fallback).toBeUndefined();
   });
@@ -244,7 +248,7 @@ describe('espm.ini of the previous release', () => {
     expect({ ...config, server, path: before.path }).toEqual(before);
     expect({ ...connectionLimits(config.server), drainTimeoutMs: config.server.drainTimeoutMs }).toEqual({ ...CONNECTION_DEFAULTS, drainTimeoutMs: 15_000 });
     expect(puppetdb).toEqual(PUPPETDB_DEFAULTS);
-    expect(autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined });
+    expect(autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined, fallbackTimeoutMs: DEFAULTS.autosign.fallback_timeout * 1000, socket: DEFAULTS.autosign.socket });
   });
 
   it('still loads with both backends switched to sandbox (the demo\'s edit), the other keys ignored', async () => {

@@ -61,6 +61,55 @@ export class CertificateExistsError extends Error {
   }
 }
 
+/**
+ * What a CA offers for token signing (docs/design.md, "Certificates: …a signing mode where the
+ * key never leaves the node"): puppetserver signs the node's own CSR when the master's policy
+ * executable says yes; espm reads the outcome and removes a CSR it refused. Only CAs with
+ * policy-based autosigning (puppetserver ≥ 6) have it.
+ */
+export interface PolicySigning {
+  /**
+   * The CA certificate (bundle) a node must trust, PEM.
+   *
+   * @throws {@link CaError}
+   */
+  caCertificate(): Promise<string>;
+  /**
+   * The certificate the CA holds as signed for `certname` (PEM), or undefined when it holds
+   * none (nothing, only a CSR, or a revoked one).
+   *
+   * @throws {@link CaError}
+   */
+  signedCertificate(certname: string): Promise<string | undefined>;
+  /**
+   * SHA-256 of the DER of the CSR the CA holds as `requested` for `certname` (colon hex), or
+   * undefined when it holds no pending CSR.
+   *
+   * @throws {@link CaError}
+   */
+  requestedFingerprint(certname: string): Promise<string | undefined>;
+  /**
+   * Discards the CA's pending CSR for `certname`, only while it is the one with `fingerprint`
+   * (the service decided it must go).
+   *
+   * @returns true when it was discarded, false when the CA holds no such CSR
+   * @throws {@link CaError}
+   */
+  discardRequest(certname: string, fingerprint: string): Promise<boolean>;
+  /**
+   * The CSR the CA holds as `requested` for `certname` (PEM), or undefined when none.
+   *
+   * @throws {@link CaError}
+   */
+  requestedCsr(certname: string): Promise<string | undefined>;
+  /**
+   * Signs the CA's pending CSR for `certname` (the service approved exactly that CSR).
+   *
+   * @throws {@link CaError} (e.g. no CSR any more)
+   */
+  signRequest(certname: string): Promise<void>;
+}
+
 /** The Puppet CA espm issues node certificates from. */
 export interface CertificateAuthority {
   /** The backend name of `[ca] backend`. */
@@ -97,6 +146,8 @@ export interface CertificateAuthority {
    * @throws {@link CaError}
    */
   currentFingerprint(certname: string): Promise<string | undefined>;
+  /** Present on CAs that sign a node's own CSR through policy-based autosigning (token signing). */
+  readonly policySigning?: PolicySigning;
   /** Optional: background work to begin once espm listens (puppetserver-api: fill its node key pool). */
   start?(): void;
   /** Optional: releases what the adapter holds (connections, pre-generated keys) when espm stops. */

@@ -40,10 +40,11 @@ import type { Receipt } from '../ownership/entries.js';
 import { PuppetHttpClient, type PuppetHttpAnswer, type PuppetHttpBody } from '../puppet-http/client.js';
 import { PuppetHttpError } from '../puppet-http/errors.js';
 import { readTlsIdentity, resolvePuppetIdentity, type PuppetIdentity } from '../puppet-http/identity.js';
-import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate, type PolicySigning } from './authority.js';
 import { caReceipt, normaliseFingerprint } from './certificate-info.js';
 import { NodeKeyPool } from './node-key-pool.js';
 import { buildNodeRequest, type NodeRequest } from './node-request.js';
+import { ApiPolicySigning } from './puppetserver-api-policy.js';
 
 export { buildNodeRequest, generateNodeRequest, type NodeRequest } from './node-request.js';
 
@@ -92,6 +93,12 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
   private current: PuppetHttpClient | undefined;
   /** Node keys generated ahead of need (`[ca] key_pool`, `[ca] key_bits`). */
   readonly keys: NodeKeyPool;
+  /** Token signing: puppetserver runs the master's policy executable for a node's own CSR. */
+  readonly policySigning: PolicySigning = new ApiPolicySigning({
+    status: (certname) => this.status(certname),
+    fetchPem: (name) => this.fetchPem(name),
+    call: (method, path, body) => this.call(method, path, body),
+  });
 
   /**
    * @param config - `[ca]`: api_url, api_cert, api_key, api_ca, key_bits, key_pool, timeout

@@ -191,6 +191,10 @@ export const DEFAULTS = {
     token_ttl: 7200,
     /** the site's previous policy executable (absolute path); empty = none */
     fallback: '',
+    /** seconds the fallback policy executable may run before it is killed (its CSR is then refused) */
+    fallback_timeout: 30,
+    /** the daemon's Unix socket `espm autosign` asks (its directory: root, group puppetserver's, 0750, made by espm_setup) */
+    socket: '/opt/espm/autosign/espm.sock',
   },
   state: { dir: '/opt/espm/var' },
   log: { level: 'info' as (typeof LOG_LEVELS)[number], format: 'json' as (typeof LOG_FORMATS)[number] },

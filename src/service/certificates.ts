@@ -21,6 +21,7 @@ import type { Ledger } from '../ownership/ledger.js';
 import { backendProblem, ServiceError } from './errors.js';
 import { KeyedMutex } from '../keyed-mutex.js';
 import type { PuppetDbService, PuppetDbView } from './puppetdb.js';
+import type { TokenBody, TokenCertificateBody, TokenService } from './tokens.js';
 
 /** What `POST /v1/certificates` answers: PEM strings and metadata. */
 export interface IssuedCertificateBody {
@@ -61,6 +62,8 @@ export interface CertificateServiceOptions {
   afterBackend?: () => Promise<void>;
   /** PuppetDB at termination; undefined = `[puppetdb] url` empty (off). */
   puppetdb?: PuppetDbService;
+  /** Token signing (`"signing": "token"`): certificates of that kind are its (src/service/tokens.ts). */
+  tokens?: TokenService;
 }
 
 /** The certificate service. */
@@ -71,6 +74,7 @@ export class CertificateService {
   private readonly logger: Logger | undefined;
   private readonly afterBackend: (() => Promise<void>) | undefined;
   private readonly puppetdb: PuppetDbService | undefined;
+  private readonly tokens: TokenService | undefined;
 
   /**
    * @param ca - the CA adapter
@@ -85,6 +89,15 @@ export class CertificateService {
     this.logger = options.logger;
     this.afterBackend = options.afterBackend;
     this.puppetdb = options.puppetdb;
+    this.tokens = options.tokens;
+  }
+
+  /** The token service for `"signing": "token"`; 422 `unsupported_signing` without one. */
+  private tokenService(): TokenService {
+    if (this.tokens === undefined) {
+      throw new ServiceError('unsupported_signing', `the CA backend ${this.ca.backend} cannot sign a node's own CSR; use "signing": "presigned"`);
+    }
+    return this.tokens;
   }
 
   private exclusive<T>(task: () => Promise<T>): Promise<T> {
@@ -98,7 +111,7 @@ export class CertificateService {
    *   `backend_failed` (502), `backend_timeout` (504), `backend_unavailable` (503); after a
    *   timeout or an interruption the name is `uncertain`
    */
-  async issue(request: CertificateRequest): Promise<IssuedCertificateBody> {
+  async issue(request: Pick<CertificateRequest, 'certname' | 'dns_alt_names'> & Partial<CertificateRequest>): Promise<IssuedCertificateBody> {
     const { certname } = request;
     return this.perName.run(certname, async () => {
       const existing = this.ledger.get('certificate', certname);
@@ -149,6 +162,17 @@ export class CertificateService {
   }
 
   /**
+   * `POST /v1/certificates`: a pre-signed certificate ({@link issue}) or, for
+   * `"signing": "token"`, a signing token (src/service/tokens.ts).
+   *
+   * @throws {@link ServiceError} as {@link issue} and `TokenService.create`; `unsupported_signing`
+   *   (422) for `"signing": "token"` on a CA without policy-based autosigning
+   */
+  async order(request: CertificateRequest): Promise<IssuedCertificateBody | TokenBody> {
+    return request.signing === 'token' ? this.tokenService().create(request) : this.issue(request);
+  }
+
+  /**
    * Metadata of a certificate espm issued.
    *
    * @throws {@link ServiceError} `certificate_not_found` for any certificate espm did not issue
@@ -172,13 +196,15 @@ export class CertificateService {
   }
 
   /**
-   * An owned certificate's metadata with PuppetDB's view of its certname when PuppetDB is on
-   * (`GET /v1/certificates/{certname}`).
+   * `GET /v1/certificates/{certname}`: {@link get}, or a token certificate's state, with
+   * PuppetDB's view of the certname when PuppetDB is on.
    *
-   * @throws {@link ServiceError} `certificate_not_found` as {@link CertificateService.get}
+   * @throws {@link ServiceError} `certificate_not_found`, and `backend_*` for a token certificate
    */
-  async describe(certname: string): Promise<DescribedCertificate> {
-    const owned = this.get(certname);
+  async describe(certname: string): Promise<DescribedCertificate | (TokenCertificateBody & Pick<DescribedCertificate, 'puppetdb'>)> {
+    const owned = this.tokens?.tokenEntry(certname) !== undefined && this.ledger.get('certificate', certname)?.state !== 'deleted'
+      ? await this.tokens.get(certname)
+      : this.get(certname);
     return this.puppetdb === undefined ? owned : { ...owned, puppetdb: await this.puppetdb.view(certname) };
   }
 
@@ -193,6 +219,11 @@ export class CertificateService {
    *   (502: revoked, the deactivation in PuppetDB stays owed; the next DELETE settles it)
    */
   async revoke(certname: string): Promise<void> {
+    const owed = this.ledger.get('certificate', certname);
+    if (this.tokens?.tokenEntry(certname) !== undefined && owed?.state !== 'deleted') {
+      await this.tokens.delete(certname);
+      return;
+    }
     await this.perName.run(certname, async () => {
       const entry = this.ledger.get('certificate', certname);
       // `deleted`: the certificate is gone, only follow-ups are owed: settle them.

@@ -13,6 +13,7 @@ export type ServiceErrorCode =
   | 'unknown_group'
   | 'unknown_class'
   | 'unsupported_parameter'
+  | 'unsupported_signing'
   | 'ownership_uncertain'
   | 'certificate_exists'
   | 'certificate_not_found'

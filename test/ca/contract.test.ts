@@ -21,6 +21,8 @@ import { CertificateExistsError, type CertificateAuthority, type CertificateOrde
 import { Ledger } from '../../src/ownership/ledger.js';
 import { CertificateService } from '../../src/service/certificates.js';
 import { ServiceError } from '../../src/service/errors.js';
+import { TokenService } from '../../src/service/tokens.js';
+import { certificateRequestSchema } from '../../src/names.js';
 import { neverOverlapping, opensslChecks } from '../support/ca.js';
 import { CA_BACKEND_FIXTURES, releaseSharedPuppetserver, type CaBackendFixture, type CaBackendUnderTest } from '../support/ca-backends.js';
 import { describeWith } from '../support/components.js';
@@ -110,6 +112,29 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       const plain = await backend.ca.issue({ certname: n('plain'), dnsAltNames: [] });
       // Without alt names asked: no SAN, or (sandbox) the certname alone.
       expect([undefined, `DNS:${n('plain')}`]).toContain(new X509Certificate(plain.certificate).subjectAltName);
+    }, 60_000);
+
+    it('token signing: a CA with policy-based autosigning hands out a token (its CA certificate, nothing at the CA) that DELETE withdraws; any other → 422, nothing recorded', async () => {
+      const certname = n('token');
+      const signing = backend.ca.policySigning;
+      const tokens = signing === undefined ? undefined : new TokenService(backend.ca, ledger, { ttlMs: 60_000 });
+      const withTokens = new CertificateService(backend.ca, ledger, tokens === undefined ? {} : { tokens });
+      const order = withTokens.order(certificateRequestSchema.parse({ certname, signing: 'token', extensions: { pp_role: 'web' } }));
+      if (signing === undefined) {
+        expect((await serviceError(order)).code).toBe('unsupported_signing');
+        expect(ledger.get('certificate', certname)).toBeUndefined();
+        return;
+      }
+      const body = (await order) as { ca_certificate: string; csr_attributes: string };
+      expect(new X509Certificate(body.ca_certificate).subject).toMatch(/CN=/);
+      expect(await signing.requestedFingerprint(certname)).toBeUndefined();
+      expect(await signing.signedCertificate(certname)).toBeUndefined();
+      expect(await withTokens.describe(certname)).toEqual(expect.objectContaining({ state: 'awaiting_csr' }));
+      await withTokens.revoke(certname);
+      expect(ledger.get('certificate', certname)).toBeUndefined();
+      const issued = await backend.ca.issue({ certname, dnsAltNames: [] });
+      expect(await signing.signedCertificate(certname)).toBe(issued.certificate);
+      expect((await serviceError(withTokens.order(certificateRequestSchema.parse({ certname: n('token'), signing: 'token' })))).code).toBe('certificate_exists');
     }, 60_000);
 
     it('issue of a name the CA has → CertificateExistsError with the backend\'s words; the CA\'s certificate untouched', async () => {

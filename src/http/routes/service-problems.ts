@@ -16,6 +16,7 @@ export const SERVICE_ERROR_STATUS: Record<ServiceErrorCode, number> = {
   unknown_group: 422,
   unknown_class: 422,
   unsupported_parameter: 422,
+  unsupported_signing: 422,
   ownership_uncertain: 409,
   certificate_exists: 409,
   certificate_not_found: 404,
