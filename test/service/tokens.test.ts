@@ -3,12 +3,18 @@
  * stands in for puppetserver's certificate_status (the real one is in
  * test/e2e/token-signing.test.ts): one use under racing CSRs, durable before the answer;
  * only the SHA-256 of the challenge is stored; withdraw; revoke only the approved public key;
- * refused CSRs removed; expired tokens purged; pre-signed names refused; no CA support → 422.
+ * refused CSRs removed; expired tokens purged; pre-signed names refused; no CA support → 422;
+ * with PuppetDB on, a revoked token certificate owes its deactivation as a pre-signed one does.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { ExecaCommandRunner } from '../../src/exec/command.js';
+import { PuppetDb } from '../../src/puppetdb/puppetdb.js';
+import { PuppetDbService } from '../../src/service/puppetdb.js';
+import { makeTestPki, type TestPki } from '../support/ca-pki.js';
+import { freePort } from '../support/net.js';
 import type { CertificateAuthority, PolicySigning } from '../../src/ca/authority.js';
 import { readCsr } from '../../src/ca/csr.js';
 import { certificateRequestSchema } from '../../src/names.js';
@@ -186,5 +192,38 @@ describe('TokenService', () => {
     expect(error).toBeInstanceOf(ServiceError);
     expect(error).toMatchObject({ code: 'unsupported_signing' });
     expect(ledger.list()).toEqual([]);
+  });
+});
+
+describe('TokenService with PuppetDB on', () => {
+  let pki: TestPki;
+  beforeAll(async () => {
+    pki = await makeTestPki();
+  }, 60_000);
+  afterAll(() => pki.remove());
+
+  it('a revoked token certificate owes its PuppetDB deactivation like a pre-signed one (PuppetDB unreachable → 502, step kept)', async () => {
+    const puppetdbAdapter = new PuppetDb(
+      { url: `https://localhost:${await freePort()}`, timeoutMs: 2_000, puppet: '/nonexistent/puppet', puppetConfig: '/nonexistent/puppet.conf', cert: pki.clientCertPath, key: pki.clientKeyPath, ca: pki.caPath },
+      new ExecaCommandRunner(),
+    );
+    try {
+      const puppetdb = new PuppetDbService(puppetdbAdapter, ledger);
+      tokens = new TokenService(ca, ledger, { ttlMs: 60_000, now: () => now, discardPollMs: 5, puppetdb });
+      certificates = new CertificateService(ca, ledger, { tokens, puppetdb });
+      const { challenge_password: challenge } = await order({ extensions: {} });
+      const node = await makeCsr({ certname: NAME, challenge });
+      expect(await tokens.decide(NAME, node.csr)).toEqual({ decision: 'sign' });
+      ca.signed.set(NAME, await certificateFor(node.key, dir));
+      await expect(certificates.revoke(NAME)).rejects.toMatchObject({ code: 'puppetdb_failed' });
+      expect(ca.revoked).toEqual([NAME]);
+      expect(ledger.get('certificate', NAME)).toMatchObject({ state: 'deleted', pending_steps: ['puppetdb_deactivation'] });
+      // The next DELETE only settles the owed step: the CA is not asked again.
+      await expect(certificates.revoke(NAME)).rejects.toMatchObject({ code: 'puppetdb_failed' });
+      expect(ca.revoked).toEqual([NAME]);
+      await expect(order()).rejects.toMatchObject({ code: 'certificate_exists' });
+    } finally {
+      await puppetdbAdapter.close();
+    }
   });
 });
