@@ -25,37 +25,11 @@ import { execFileSync } from 'node:child_process';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as netConnect } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Command } from 'commander';
+import { flood, openTls } from './connection-flood.js';
 import { Daemon, ROOT } from './support.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** A TLS connection from `from` (handshake done), or null when espm refused it. */
-function openTls(daemon: Daemon, from: string): Promise<TLSSocket | null> {
-  return new Promise((resolve) => {
-    const raw = netConnect({ host: '127.0.0.1', port: daemon.port, localAddress: from });
-    raw.on('error', () => undefined);
-    const socket = tlsConnect({ socket: raw, ca: daemon.certificate, servername: 'localhost' });
-    socket.once('secureConnect', () => {
-      socket.on('error', () => undefined);
-      resolve(socket);
-    });
-    socket.once('error', () => resolve(null));
-    socket.once('close', () => resolve(null));
-  });
-}
-
-/** `attempts` connections from `from`, 250 at a time; those espm kept. */
-async function flood(daemon: Daemon, from: string, attempts: number): Promise<TLSSocket[]> {
-  const kept: TLSSocket[] = [];
-  for (let done = 0; done < attempts; done += 250) {
-    const got = await Promise.all(Array.from({ length: Math.min(250, attempts - done) }, () => openTls(daemon, from)));
-    for (const s of got) if (s !== null) kept.push(s);
-  }
-  return kept;
-}
 
 /** Resident MB of `/proc/<pid>/smaps` by kind of mapping. */
 async function smaps(pid: number): Promise<{ total: number; brkHeap: number; anon: number; file: number }> {
@@ -113,8 +87,8 @@ try {
   await sleep(1000);
   await report(daemon, probeOut, 'idle');
   for (let r = 1; r <= Number(opts.rounds); r++) {
-    const held = await flood(daemon, '127.0.1.2', 5000);
-    for (let i = 0; i < 5; i++) held.push(...(await flood(daemon, `127.0.1.${3 + i}`, 306)));
+    const { kept: held } = await flood(daemon, '127.0.1.2', 5000, 250);
+    for (let i = 0; i < 5; i++) held.push(...(await flood(daemon, `127.0.1.${3 + i}`, 306, 250)).kept);
     console.log(`round ${r}: ${held.filter((s) => !s.destroyed).length} connections held, RSS ${((await daemon.rssKb()) / 1024).toFixed(1)} MB`);
     for (const s of held) s.destroy();
     await sleep(15_000);
