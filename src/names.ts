@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 import { z } from 'zod';
+import { trustedExtensionsSchema } from './ca/trusted-extensions.js';
 
 /** Longest certname, characters (a DNS name). */
 export const CERTNAME_MAX = 253;
@@ -132,6 +133,7 @@ export const certificateRequestSchema = z.strictObject({
     .max(LIST_MAX, `at most ${LIST_MAX} DNS alt names`)
     .refine((names) => new Set(names).size === names.length, 'must not repeat a name')
     .default([]),
+  extensions: trustedExtensionsSchema.default({}),
 });
 
 /** A validated certificate request. */

@@ -79,6 +79,8 @@ export interface CertificateStatus {
 /** The puppetserver-api adapter. */
 export class PuppetserverApiAuthority implements CertificateAuthority {
   readonly backend = 'puppetserver-api';
+  /** In the CSR espm builds (an extensionRequest; src/ca/node-request.ts). */
+  readonly carriesExtensions = true;
 
   /**
    * Where and as whom to connect: the `[ca] api_*` keys, the missing ones asked once from

@@ -40,6 +40,8 @@ interface ListedCertificate {
 /** The puppetserver-ca adapter. */
 export class PuppetserverCaAuthority implements CertificateAuthority {
   readonly backend = 'puppetserver-ca';
+  /** Through a per-call `csr_attributes` (docs/reference/modern-puppet.md). */
+  readonly carriesExtensions = true;
 
   /**
    * @param config - `[ca]`: puppetserver, puppet, config, ssldir, timeout, keep_private_keys

@@ -43,6 +43,7 @@ function recording(ca: CertificateAuthority): { ca: CertificateAuthority; calls:
     calls,
     ca: {
       backend: ca.backend,
+      carriesExtensions: ca.carriesExtensions,
       issue: (order: CertificateOrder) => timed('issue', order.certname, () => ca.issue(order)),
       revoke: (certname, receipt) => timed('revoke', certname, () => ca.revoke(certname, receipt)),
       currentFingerprint: (certname) => timed('currentFingerprint', certname, () => ca.currentFingerprint(certname)),
@@ -96,7 +97,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
     }, 60_000);
 
     it('issue: openssl verifies it against the returned CA, the key matches, CN and SAN are right, the receipt describes it, no key on the master', async () => {
-      const issued = await backend.ca.issue({ certname: n('web01'), dnsAltNames: ['www.example.test'] });
+      const issued = await backend.ca.issue({ certname: n('web01'), dnsAltNames: ['www.example.test'], extensions: [] });
       const checks = await opensslChecks({ certificate: issued.certificate, private_key: issued.privateKey, ca_certificate: issued.caCertificate });
       expect(checks.verify).toContain('OK');
       expect(checks.keyMatches).toBe(true);
@@ -107,21 +108,21 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect(await backend.ca.currentFingerprint(n('web01'))).toBe(issued.receipt.fingerprint_sha256);
       expect(await backend.privateKeyOnMaster(n('web01'))).toBe(false);
 
-      const plain = await backend.ca.issue({ certname: n('plain'), dnsAltNames: [] });
+      const plain = await backend.ca.issue({ certname: n('plain'), dnsAltNames: [], extensions: [] });
       // Without alt names asked: no SAN, or (sandbox) the certname alone.
       expect([undefined, `DNS:${n('plain')}`]).toContain(new X509Certificate(plain.certificate).subjectAltName);
     }, 60_000);
 
     it('issue of a name the CA has → CertificateExistsError with the backend\'s words; the CA\'s certificate untouched', async () => {
       const before = await backend.ca.currentFingerprint(n('web01'));
-      const err = await backend.ca.issue({ certname: n('web01'), dnsAltNames: [] }).catch((e: unknown) => e);
+      const err = await backend.ca.issue({ certname: n('web01'), dnsAltNames: [], extensions: [] }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(CertificateExistsError);
       expect((err as CertificateExistsError).output).toMatch(backend.existsWords);
       expect(await backend.ca.currentFingerprint(n('web01'))).toBe(before);
     }, 60_000);
 
     it('revoke → revoked: the serial is in the CRL (openssl says revoked where there is one), the CA holds none; a name never issued → absent; the name can be issued anew', async () => {
-      const first = await backend.ca.issue({ certname: n('again'), dnsAltNames: [] });
+      const first = await backend.ca.issue({ certname: n('again'), dnsAltNames: [], extensions: [] });
       const serial = new X509Certificate(first.certificate).serialNumber.toUpperCase().replace(/^0+(?=.)/, '');
       expect(await backend.ca.revoke(n('again'), first.receipt)).toBe('revoked');
       expect(await backend.revokedSerials()).toContain(serial);
@@ -133,25 +134,25 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect(await backend.ca.currentFingerprint(n('again'))).toBeUndefined();
       expect(await backend.ca.revoke(n('again'), first.receipt)).toBe(backend.secondRevoke);
       expect(await backend.ca.revoke(n('never'), null)).toBe('absent');
-      const second = await backend.ca.issue({ certname: n('again'), dnsAltNames: [] });
+      const second = await backend.ca.issue({ certname: n('again'), dnsAltNames: [], extensions: [] });
       expect(second.receipt.fingerprint_sha256).not.toBe(first.receipt.fingerprint_sha256);
       expect(second.receipt.public_key_sha256).not.toBe(first.receipt.public_key_sha256);
       expect(await backend.ca.revoke(n('again'), second.receipt)).toBe('revoked');
     }, 60_000);
 
     it('service: issue records the certificate and its receipt; a second issue → certificate_exists without a CA call; a name the CA has → certificate_exists', async () => {
-      const body = await service.issue({ certname: n('svc'), dns_alt_names: ['alias.example.test'] });
+      const body = await service.issue({ certname: n('svc'), dns_alt_names: ['alias.example.test'], extensions: {} });
       const entry = ledger.get('certificate', n('svc'));
       expect(entry).toMatchObject({ state: 'present', certificate: { dns_alt_names: ['alias.example.test'], fingerprint_sha256: body.fingerprint_sha256 } });
       expect(entry?.receipt).toEqual({ fingerprint_sha256: body.fingerprint_sha256, public_key_sha256: (await opensslDigests(body.certificate)).publicKey });
-      expect(service.get(n('svc'))).toMatchObject({ certname: n('svc'), fingerprint_sha256: body.fingerprint_sha256, dns_alt_names: ['alias.example.test'] });
+      expect(service.get(n('svc'))).toMatchObject({ certname: n('svc'), fingerprint_sha256: body.fingerprint_sha256, dns_alt_names: ['alias.example.test'], extensions: {} });
 
       const calls = recorded.calls.length;
-      expect((await serviceError(service.issue({ certname: n('svc'), dns_alt_names: [] }))).code).toBe('certificate_exists');
+      expect((await serviceError(service.issue({ certname: n('svc'), dns_alt_names: [], extensions: {} }))).code).toBe('certificate_exists');
       expect(recorded.calls.length).toBe(calls);
 
       await backend.issueDirectly(n('theirs'));
-      const theirs = await serviceError(service.issue({ certname: n('theirs'), dns_alt_names: [] }));
+      const theirs = await serviceError(service.issue({ certname: n('theirs'), dns_alt_names: [], extensions: {} }));
       expect(theirs.code).toBe('certificate_exists');
       expect(theirs.message).toMatch(backend.existsWords);
       expect(ledger.get('certificate', n('theirs'))).toBeUndefined();
@@ -162,7 +163,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect((await serviceError(service.revoke(n('operator')))).code).toBe('certificate_not_found');
       expect(await backend.ca.currentFingerprint(n('operator'))).toBeDefined();
 
-      await service.issue({ certname: n('reissued'), dns_alt_names: [] });
+      await service.issue({ certname: n('reissued'), dns_alt_names: [], extensions: {} });
       await backend.cleanDirectly(n('reissued'));
       await backend.issueDirectly(n('reissued'));
       const theirs = await backend.ca.currentFingerprint(n('reissued'));
@@ -170,7 +171,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect(await backend.ca.currentFingerprint(n('reissued'))).toBe(theirs);
       expect(ledger.get('certificate', n('reissued'))?.state).toBe('present');
 
-      await service.issue({ certname: n('own'), dns_alt_names: [] });
+      await service.issue({ certname: n('own'), dns_alt_names: [], extensions: {} });
       await service.revoke(n('own'));
       expect(ledger.get('certificate', n('own'))).toBeUndefined();
       expect(await backend.ca.currentFingerprint(n('own'))).toBeUndefined();
@@ -180,7 +181,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
     it('service: 20 concurrent issues of distinct names all succeed and verify, CA operations never overlapping', async () => {
       const from = recorded.calls.length;
       const names = Array.from({ length: 20 }, (_, i) => n(`burst${i}`));
-      const issued = await Promise.all(names.map((certname) => service.issue({ certname, dns_alt_names: [] })));
+      const issued = await Promise.all(names.map((certname) => service.issue({ certname, dns_alt_names: [], extensions: {} })));
       const calls = recorded.calls.slice(from);
       expect(calls.filter((c) => c.op === 'issue').map((c) => c.name).sort()).toEqual([...names].sort());
       expect(neverOverlapping(calls)).toBe(true);
@@ -193,7 +194,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       const espm = await startEspm({ ca: backend.ini });
       try {
         const api = apiClient(espm);
-        const res = await api.post('/v1/certificates', { certname: n('http'), dns_alt_names: ['www.example.test'] });
+        const res = await api.post('/v1/certificates', { certname: n('http'), dns_alt_names: ['www.example.test'], extensions: {} });
         expect(res.status).toBe(201);
         expect(res.headers['location']).toBe(`/v1/certificates/${n('http')}`);
         expect(res.headers['cache-control']).toBe('no-store');

@@ -216,7 +216,7 @@ function sandboxFixture(): CaBackendFixture {
         crl: () => Promise.resolve(undefined),
         revokedSerials: async () => (await operator.revocations()).map((r) => r.serial.replace(/^0+(?=.)/, '')),
         async issueDirectly(certname) {
-          await operator.issue({ certname, dnsAltNames: [] });
+          await operator.issue({ certname, dnsAltNames: [], extensions: [] });
         },
         async cleanDirectly(certname) {
           await operator.revoke(certname);
