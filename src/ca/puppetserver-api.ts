@@ -218,11 +218,11 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
   }
 
   /** Submits a CSR made in memory, signs it, fetches the certificate; rolls back at the CA on failure. */
-  async issue({ certname, dnsAltNames }: CertificateOrder): Promise<IssuedCertificate> {
+  async issue({ certname, dnsAltNames, extensions }: CertificateOrder): Promise<IssuedCertificate> {
     const started = Date.now();
     // The CA certificate first: no state changes yet if the CA is unreachable.
     const caCertificate = await this.fetchPem('ca');
-    const request = await buildNodeRequest(certname, dnsAltNames, await this.keys.take());
+    const request = await buildNodeRequest(certname, dnsAltNames, await this.keys.take(), extensions);
     const name = encodeURIComponent(certname);
     let submitted: ApiAnswer;
     try {

@@ -24,6 +24,7 @@ import { ServiceError } from '../../src/service/errors.js';
 import { neverOverlapping, opensslChecks } from '../support/ca.js';
 import { CA_BACKEND_FIXTURES, releaseSharedPuppetserver, type CaBackendFixture, type CaBackendUnderTest } from '../support/ca-backends.js';
 import { describeWith } from '../support/components.js';
+import { trustedExtensionValues } from '../support/trusted-extensions.js';
 import { apiClient, startEspm } from '../support/espm.js';
 
 afterAll(() => releaseSharedPuppetserver(), 60_000);
@@ -158,6 +159,32 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect(ledger.get('certificate', n('theirs'))).toBeUndefined();
     }, 60_000);
 
+    it('service: trusted extensions are carried into the certificate (DER UTF8String, openssl shows `..web`) and GET lists them — or 422 unsupported_extension with nothing run', async () => {
+      const extensions = { pp_role: 'web', pp_environment: 'production', '1.3.6.1.4.1.34380.1.2.1': 'site' };
+      const commands = backend.runner.count;
+      const calls = recorded.calls.length;
+      const outcome = await service.issue({ certname: n('ext'), dns_alt_names: [], extensions }).catch((e: unknown) => e);
+      if (!backend.carriesExtensions) {
+        expect(outcome).toBeInstanceOf(ServiceError);
+        expect((outcome as ServiceError).code).toBe('unsupported_extension');
+        expect([backend.runner.count, recorded.calls.length]).toEqual([commands, calls]);
+        expect(ledger.get('certificate', n('ext'))).toBeUndefined();
+        expect(await backend.ca.currentFingerprint(n('ext'))).toBeUndefined();
+        return;
+      }
+      const body = outcome as Awaited<ReturnType<CertificateService['issue']>>;
+      expect(trustedExtensionValues(body.certificate)).toEqual({
+        '1.3.6.1.4.1.34380.1.1.12': 'production',
+        '1.3.6.1.4.1.34380.1.1.13': 'web',
+        '1.3.6.1.4.1.34380.1.2.1': 'site',
+      });
+      const checks = await opensslChecks({ certificate: body.certificate, private_key: body.private_key, ca_certificate: body.ca_certificate });
+      expect(checks.verify).toContain('OK');
+      expect(checks.text).toMatch(/1\.3\.6\.1\.4\.1\.34380\.1\.1\.13:\s*\n\s*\.\.web\n/);
+      expect(service.get(n('ext')).extensions).toEqual(extensions);
+      await service.revoke(n('ext'));
+    }, 60_000);
+
     it('service: never revokes what espm did not issue (not found), nor a certificate re-issued under espm\'s name (409, left alone); revokes its own', async () => {
       await backend.issueDirectly(n('operator'));
       expect((await serviceError(service.revoke(n('operator')))).code).toBe('certificate_not_found');
@@ -208,6 +235,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
           not_after: res.body.not_after,
           serial: expect.stringMatching(/^[0-9A-F]+$/),
           dns_alt_names: ['www.example.test'],
+          extensions: {},
           created_at: expect.any(String),
         });
         expect((await api.post('/v1/certificates', { certname: n('http') })).status).toBe(409);
