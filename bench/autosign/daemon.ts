@@ -23,6 +23,7 @@ import { TokenService } from '../../src/service/tokens.js';
 const dir = process.argv[2]!;
 const ca: CertificateAuthority = {
   backend: 'bench',
+  carriesExtensions: true,
   issue: () => Promise.reject(new Error('not used')),
   revoke: async () => 'absent',
   currentFingerprint: async () => undefined,

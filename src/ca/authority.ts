@@ -10,6 +10,7 @@
  */
 import { BackendError } from '../backend.js';
 import type { Receipt } from '../ownership/entries.js';
+import type { TrustedExtension } from './trusted-extensions.js';
 
 /**
  * What the platform orders: a certificate for `certname`. An object, so that trusted
@@ -21,6 +22,8 @@ export interface CertificateOrder {
   certname: string;
   /** Extra DNS subject alt names (validated), possibly empty; `DNS:certname` is added by the CA when not empty. */
   dnsAltNames: readonly string[];
+  /** Trusted extensions to carry into the certificate (validated, sorted by OID), possibly empty. */
+  extensions: readonly TrustedExtension[];
 }
 
 /**
@@ -114,6 +117,12 @@ export interface PolicySigning {
 export interface CertificateAuthority {
   /** The backend name of `[ca] backend`. */
   readonly backend: string;
+  /**
+   * Whether the certificates this CA signs can carry trusted extensions
+   * ({@link CertificateOrder.extensions}). When false, the service refuses an order with
+   * extensions (422 `unsupported_extension`) before calling {@link issue}.
+   */
+  readonly carriesExtensions: boolean;
   /**
    * Generates a key and a certificate signed by the CA for `certname`, reads them (and the
    * CA certificate), then removes the node's private key from the master's ssldir unless

@@ -80,6 +80,8 @@ export interface CertificateStatus {
 /** The puppetserver-api adapter. */
 export class PuppetserverApiAuthority implements CertificateAuthority {
   readonly backend = 'puppetserver-api';
+  /** In the CSR espm builds (an extensionRequest; src/ca/node-request.ts). */
+  readonly carriesExtensions = true;
 
   /**
    * Where and as whom to connect: the `[ca] api_*` keys, the missing ones asked once from
@@ -223,11 +225,11 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
   }
 
   /** Submits a CSR made in memory, signs it, fetches the certificate; rolls back at the CA on failure. */
-  async issue({ certname, dnsAltNames }: CertificateOrder): Promise<IssuedCertificate> {
+  async issue({ certname, dnsAltNames, extensions }: CertificateOrder): Promise<IssuedCertificate> {
     const started = Date.now();
     // The CA certificate first: no state changes yet if the CA is unreachable.
     const caCertificate = await this.fetchPem('ca');
-    const request = await buildNodeRequest(certname, dnsAltNames, await this.keys.take());
+    const request = await buildNodeRequest(certname, dnsAltNames, await this.keys.take(), extensions);
     const name = encodeURIComponent(certname);
     let submitted: ApiAnswer;
     try {

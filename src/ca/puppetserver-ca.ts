@@ -19,6 +19,7 @@ import type { CaConfig } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
 import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
+import { withCsrAttributes } from './csr-attributes.js';
 import { collectIssued, nodeFiles, runCaCommand, ssldirLookup, type CaOutput } from './ssldir.js';
 
 /** Messages of `puppetserver ca` (puppetserver-ca-cli 2.x). */
@@ -40,6 +41,8 @@ interface ListedCertificate {
 /** The puppetserver-ca adapter. */
 export class PuppetserverCaAuthority implements CertificateAuthority {
   readonly backend = 'puppetserver-ca';
+  /** Through a per-call `csr_attributes` (docs/reference/modern-puppet.md). */
+  readonly carriesExtensions = true;
 
   /**
    * @param config - `[ca]`: puppetserver, puppet, config, ssldir, timeout, keep_private_keys
@@ -54,10 +57,10 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
     this.resolveSsldir = ssldirLookup(config, runner, ['config', 'print', 'ssldir', '--section', 'server']);
   }
 
-  private ca(args: string[], what: string): Promise<CaOutput> {
+  private ca(args: string[], what: string, config = this.config.config): Promise<CaOutput> {
     return runCaCommand(
       this.runner,
-      { file: this.config.puppetserver, args: ['ca', ...args, '--config', this.config.config], timeoutMs: this.config.timeoutMs },
+      { file: this.config.puppetserver, args: ['ca', ...args, '--config', config], timeoutMs: this.config.timeoutMs },
       what,
     );
   }
@@ -65,11 +68,14 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
   /** The master's ssldir: `[ca] ssldir`, else asked once with `puppet config print ssldir --section server`. */
   readonly resolveSsldir: () => Promise<string>;
 
-  async issue({ certname, dnsAltNames }: CertificateOrder): Promise<IssuedCertificate> {
+  /** `puppetserver ca generate`; trusted extensions through a per-call puppet.conf and `csr_attributes` (src/ca/csr-attributes.ts). */
+  async issue({ certname, dnsAltNames, extensions }: CertificateOrder): Promise<IssuedCertificate> {
     const ssldir = await this.resolveSsldir();
     const args = ['generate', '--certname', certname];
     if (dnsAltNames.length > 0) args.push('--subject-alt-names', dnsAltNames.join(','));
-    const out = await this.ca(args, `puppetserver ca generate ${certname}`);
+    const out = await withCsrAttributes(this.config.config, extensions, (config) =>
+      this.ca(args, `puppetserver ca generate ${certname}`, config),
+    );
     if (out.exitCode !== 0) {
       if (PUPPETSERVER_CA_MESSAGES.exists.test(out.text)) throw new CertificateExistsError(out.text);
       throw new CaError('failed', `puppetserver ca generate ${certname} exited ${out.exitCode}`, out.text);

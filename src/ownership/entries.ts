@@ -56,6 +56,8 @@ export interface NodeRecord {
 /** What the platform asked for a certificate, and what the CA signed (known once issued). */
 export interface CertificateRecord {
   dns_alt_names: string[];
+  /** Trusted extensions asked for, as the platform named them (short name or OID → value); absent when none. */
+  extensions?: Record<string, string>;
   /** SHA-256 of the DER certificate, colon-separated upper-case hex; set once issued. */
   fingerprint_sha256?: string;
   /** Serial number, upper-case hex; set once issued. */

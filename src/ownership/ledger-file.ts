@@ -43,6 +43,7 @@ const nodeRecordSchema = z.strictObject({
 
 const certificateRecordSchema = z.strictObject({
   dns_alt_names: z.array(z.string()),
+  extensions: z.record(z.string(), z.string()).optional(),
   fingerprint_sha256: z.string().optional(),
   serial: z.string().optional(),
   not_after: z.string().optional(),

@@ -15,6 +15,7 @@ import { Mutex } from 'async-mutex';
 import { outcomeUnknown } from '../backend.js';
 import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from '../ca/authority.js';
 import { certificateInfo, normaliseFingerprint } from '../ca/certificate-info.js';
+import { resolveExtensions } from '../ca/trusted-extensions.js';
 import type { Logger } from '../logger.js';
 import type { CertificateRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
@@ -42,6 +43,8 @@ export interface OwnedCertificate {
   not_after: string;
   serial: string;
   dns_alt_names: string[];
+  /** Trusted extensions the certificate carries, as asked (short name or OID → value); `{}` when none. */
+  extensions: Record<string, string>;
   /** When espm issued it (ISO-8601). */
   created_at: string;
 }
@@ -107,12 +110,23 @@ export class CertificateService {
   /**
    * Issues a certificate and records it as espm's.
    *
-   * @throws {@link ServiceError} `certificate_exists` (409: espm's, or the CA has the name),
+   * @throws {@link ServiceError} `unsupported_extension` (422: extensions asked of a CA that
+   *   cannot carry them; nothing done), `certificate_exists` (409: espm's, or the CA has the name),
    *   `backend_failed` (502), `backend_timeout` (504), `backend_unavailable` (503); after a
    *   timeout or an interruption the name is `uncertain`
    */
   async issue(request: Pick<CertificateRequest, 'certname' | 'dns_alt_names'> & Partial<CertificateRequest>): Promise<IssuedCertificateBody> {
     const { certname } = request;
+    const requested = request.extensions ?? {};
+    const extensions = resolveExtensions(requested);
+    if (extensions.length > 0 && !this.ca.carriesExtensions) {
+      throw new ServiceError(
+        'unsupported_extension',
+        `the CA backend ${this.ca.backend} cannot put trusted extensions into a certificate; ask without "extensions"`,
+        { unsupported_extensions: Object.keys(requested) },
+      );
+    }
+    const asked = extensions.length > 0 ? { extensions: requested } : {};
     return this.perName.run(certname, async () => {
       const existing = this.ledger.get('certificate', certname);
       if (existing?.state === 'deleted') {
@@ -121,10 +135,10 @@ export class CertificateService {
       if (existing !== undefined) {
         throw new ServiceError('certificate_exists', `a certificate for ${certname} exists (issued by espm)`);
       }
-      await this.ledger.begin('certificate', certname, { dns_alt_names: request.dns_alt_names });
+      await this.ledger.begin('certificate', certname, { dns_alt_names: request.dns_alt_names, ...asked });
       let issued: IssuedCertificate;
       try {
-        issued = await this.exclusive(() => this.ca.issue({ certname, dnsAltNames: request.dns_alt_names }));
+        issued = await this.exclusive(() => this.ca.issue({ certname, dnsAltNames: request.dns_alt_names, extensions }));
         await this.afterBackend?.();
       } catch (err) {
         if (err instanceof CertificateExistsError) {
@@ -143,6 +157,7 @@ export class CertificateService {
       await this.ledger.commit('certificate', certname, {
         record: {
           dns_alt_names: info.dns_alt_names.filter((n) => n !== certname),
+          ...asked,
           fingerprint_sha256: info.fingerprint_sha256,
           serial: info.serial,
           not_after: info.not_after,
@@ -191,6 +206,7 @@ export class CertificateService {
       not_after: record.not_after as string,
       serial: record.serial as string,
       dns_alt_names: record.dns_alt_names,
+      extensions: record.extensions ?? {},
       created_at: entry.created_at,
     };
   }

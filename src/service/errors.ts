@@ -17,6 +17,7 @@ export type ServiceErrorCode =
   | 'ownership_uncertain'
   | 'certificate_exists'
   | 'certificate_not_found'
+  | 'unsupported_extension'
   | 'backend_failed'
   | 'backend_timeout'
   | 'backend_unavailable'

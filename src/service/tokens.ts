@@ -46,6 +46,8 @@ export interface TokenCertificateBody {
   signing: 'token';
   state: 'awaiting_csr' | 'signed';
   dns_alt_names: string[];
+  /** The trusted extensions the CSR must ask for (Puppet's short name where it has one, else the OID) → value; `{}` when none. */
+  extensions: Record<string, string>;
   /** ISO-8601, while awaiting the CSR. */
   expires_at?: string;
   fingerprint_sha256?: string;
@@ -249,7 +251,8 @@ export class TokenService {
     if (entry === undefined || token === undefined || entry.state !== 'present' || this.expired(token)) {
       throw new ServiceError('certificate_not_found', `espm has no certificate for ${certname}`);
     }
-    const base = { certname, signing: 'token' as const, dns_alt_names: entry.certificate.dns_alt_names, created_at: entry.created_at };
+    const extensions = Object.fromEntries(resolveExtensions(token.extensions).map((e) => [e.shortName ?? e.oid, e.value]));
+    const base = { certname, signing: 'token' as const, dns_alt_names: entry.certificate.dns_alt_names, extensions, created_at: entry.created_at };
     if (token.approved_public_key_sha256 === undefined) return { ...base, state: 'awaiting_csr', expires_at: token.expires_at };
     let record = entry.certificate;
     if (record.fingerprint_sha256 === undefined) {

@@ -30,6 +30,7 @@ const NAME = 'web01.example.test';
 /** What puppetserver's CA holds per name: a pending CSR's SHA-256, or a signed certificate. */
 class MemoryCa implements CertificateAuthority {
   readonly backend = 'memory';
+  readonly carriesExtensions = true;
   readonly requested = new Map<string, string>();
   readonly signed = new Map<string, string>();
   readonly revoked: string[] = [];
@@ -96,7 +97,7 @@ describe('TokenService', () => {
     const body = await order();
     expect(body).toEqual(expect.objectContaining({ certname: NAME, signing: 'token', ca_certificate: 'CA PEM', expires_at: '2026-01-01T00:01:00.000Z' }));
     expect(await readFile(join(dir, 'ledger.json'), 'utf8')).not.toContain(body.challenge_password);
-    expect(await certificates.describe(NAME)).toEqual(expect.objectContaining({ state: 'awaiting_csr', signing: 'token' }));
+    expect(await certificates.describe(NAME)).toEqual(expect.objectContaining({ state: 'awaiting_csr', signing: 'token', extensions: { pp_role: 'web' } }));
     await expect(order()).rejects.toMatchObject({ code: 'certificate_exists' });
   });
 

@@ -20,6 +20,7 @@ export const SERVICE_ERROR_STATUS: Record<ServiceErrorCode, number> = {
   ownership_uncertain: 409,
   certificate_exists: 409,
   certificate_not_found: 404,
+  unsupported_extension: 422,
   backend_failed: 502,
   backend_timeout: 504,
   backend_unavailable: 503,
