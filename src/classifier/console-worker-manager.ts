@@ -54,6 +54,11 @@ export interface ConsoleWorkerManagerOptions {
   logger?: Logger;
   /** Clock, ms; default `Date.now`. */
   now?: () => number;
+  /**
+   * Told the answer of a passed self-check ({@link SELF_CHECK_TASK}, identical as a process
+   * and in the worker), so the adapter can serve it rather than run the task again.
+   */
+  onSelfCheck?: (task: string, answer: RakeOutput) => void;
 }
 
 /** The manager's state, for logs and status. */
@@ -312,6 +317,7 @@ export class ConsoleWorkerManager {
       throw new Error(this.disabledReason);
     }
     this.verified = true;
+    this.options.onSelfCheck?.(SELF_CHECK_TASK, answer);
     this.options.logger?.info({ pid: worker.pid, check: SELF_CHECK_TASK }, 'console worker checked: answers as a rake process does');
     return worker;
   }

@@ -28,7 +28,7 @@ import { BackendError, onceUntilFailure, outcomeUnknown, runBackendCommand } fro
 import type { CommandRunner } from '../exec/command.js';
 import { ExecaWorkerSpawner, type WorkerSpawner } from '../exec/worker.js';
 import type { Logger } from '../logger.js';
-import { ConsoleWorkerManager, type ConsoleWorkerStatus } from './console-worker-manager.js';
+import { ConsoleWorkerManager, SELF_CHECK_TASK, type ConsoleWorkerStatus } from './console-worker-manager.js';
 import { ClassifierError, NodeExistsError, type Classification, type Classifier, type Receipt } from './classifier.js';
 import {
   CONSOLE_MESSAGES,
@@ -96,6 +96,12 @@ export class DashboardRakeClassifier implements Classifier {
   private readonly logger: Logger | undefined;
   /** The warm console worker; undefined when `[classifier] worker = off` (or no state dir). */
   private readonly workers: ConsoleWorkerManager | undefined;
+  /** Told of lists learned without being asked (the self-check's `nodegroup:list`). */
+  private readonly listListeners: Array<(list: 'groups' | 'classes', names: string[]) => void> = [];
+  /** The warm-up under way, if any (a group list asked meanwhile waits for its self-check). */
+  private warming: Promise<unknown> | undefined;
+  /** The self-check's group list (served only to callers that waited on the warm-up). */
+  private learnedGroups: string[] | undefined;
 
   /**
    * @param config - `[classifier]`: rake, rakefile, railsEnv, cwd, timeoutMs, worker, ruby, worker*
@@ -125,6 +131,7 @@ export class DashboardRakeClassifier implements Classifier {
         runProcess: (task, args) => this.rakeProcess(task, args),
         ...(options.logger === undefined ? {} : { logger: options.logger }),
         ...(options.now === undefined ? {} : { now: options.now }),
+        onSelfCheck: (task, answer) => this.learned(task, answer),
       });
     }
   }
@@ -149,7 +156,10 @@ export class DashboardRakeClassifier implements Classifier {
    */
   async warmUpWorker(): Promise<Record<string, unknown>> {
     if (this.workers === undefined) return { worker: this.config.worker ? 'off (no state directory)' : 'off' };
-    const status = await this.workers.warmUp();
+    const warming = this.workers.warmUp();
+    this.warming = warming;
+    const status = await warming;
+    this.warming = undefined;
     return { worker: status.state, ...(status.pid === undefined ? {} : { worker_pid: status.pid }), ...(status.reason === undefined ? {} : { worker_reason: status.reason }) };
   }
 
@@ -224,7 +234,26 @@ export class DashboardRakeClassifier implements Classifier {
     return { names, parameters: parameterDialect(names) };
   });
 
+  /** @inheritDoc */
+  onListLearned(listener: (list: 'groups' | 'classes', names: string[]) => void): void {
+    this.listListeners.push(listener);
+  }
+
+  /** Keeps and announces the passed self-check's answer (a successful group list). */
+  private learned(task: string, answer: RakeOutput): void {
+    if (task !== SELF_CHECK_TASK || answer.exitCode !== 0) return;
+    const names = parseNameList(dropInDirectoryLines(answer.stdout));
+    this.learnedGroups = names;
+    for (const listener of this.listListeners) listener('groups', [...names]);
+  }
+
   private async list(task: string): Promise<string[]> {
+    if (task === SELF_CHECK_TASK && this.warming !== undefined) {
+      // The self-check is running this very task: wait for its answer rather than queue a third run.
+      await this.warming;
+      const names = this.learnedGroups;
+      if (names !== undefined) return [...names];
+    }
     const out = await this.rake(task);
     if (out.exitCode !== 0) {
       throw new ClassifierError('failed', `rake ${task} exited ${out.exitCode}`, consoleOutput(out));

@@ -66,6 +66,7 @@ export class NodeService {
   ) {
     this.groups = new ListCache(() => classifier.listGroups(), options.cacheTtlMs, options.now);
     this.classes = new ListCache(() => classifier.listClasses(), options.cacheTtlMs, options.now);
+    classifier.onListLearned?.((list, names) => (list === 'groups' ? this.groups : this.classes).prime(names));
   }
 
   /**
@@ -123,8 +124,16 @@ export class NodeService {
       if (this.ledger.get('node', name) !== undefined) {
         throw new ServiceError('node_exists', `a node named ${name} exists (created by espm)`);
       }
-      const unknownGroups = await this.unknownNames(request.groups, (r) => this.listGroups(r));
-      const unknownClasses = await this.unknownNames(request.classes, (r) => this.listClasses(r));
+      // Independent look-ups run at once (on a cold cache: both lists and the console's
+      // abilities); their verdicts are then judged in order: unknown names before parameters.
+      const wantsParameters = Object.keys(request.parameters).length > 0;
+      const [groups, classes, storable] = await Promise.allSettled([
+        this.unknownNames(request.groups, (r) => this.listGroups(r)),
+        this.unknownNames(request.classes, (r) => this.listClasses(r)),
+        wantsParameters ? this.classifier.unstorableParameters(request.parameters) : Promise.resolve({}),
+      ]);
+      const unknownGroups = settled(groups);
+      const unknownClasses = settled(classes);
       if (unknownGroups.length > 0 || unknownClasses.length > 0) {
         const parts = [
           unknownGroups.length > 0 ? `unknown node group(s): ${unknownGroups.join(', ')}` : '',
@@ -135,14 +144,9 @@ export class NodeService {
           unknown_classes: unknownClasses,
         });
       }
-      if (Object.keys(request.parameters).length > 0) {
-        let unstorable: Record<string, string>;
-        try {
-          unstorable = await this.classifier.unstorableParameters(request.parameters);
-        } catch (err) {
-          throw backendProblem(err, 'finding out which parameters the console can store');
-        }
-        const refused = Object.entries(unstorable);
+      if (wantsParameters) {
+        if (storable.status === 'rejected') throw backendProblem(storable.reason, 'finding out which parameters the console can store');
+        const refused = Object.entries(storable.value);
         if (refused.length > 0) {
           throw new ServiceError(
             'unsupported_parameter',
@@ -234,6 +238,12 @@ export class NodeService {
       this.options.logger?.info({ node: name, outcome }, outcome === 'deleted' ? 'node deleted' : 'node was already gone; forgotten');
     });
   }
+}
+
+/** A settled look-up's value, or its error thrown (already a {@link ServiceError}). */
+function settled<T>(result: PromiseSettledResult<T>): T {
+  if (result.status === 'rejected') throw result.reason;
+  return result.value;
 }
 
 /** A ledger entry as the API answers it (copies: the ledger's record is never handed out). */
