@@ -59,7 +59,15 @@ export interface ConsoleWorkerManagerOptions {
    * and in the worker), so the adapter can serve it rather than run the task again.
    */
   onSelfCheck?: (task: string, answer: RakeOutput) => void;
+  /**
+   * The worker program was already checked against a process by another manager of the same
+   * console (a pool's first): this one runs no self-check of its own. Default false.
+   */
+  checked?: boolean;
 }
+
+/** Runs one task as {@link ConsoleWorkerManager.run} does (worker, or process fall-back). */
+export type ConsoleTaskRunner = (task: string, args: readonly string[], readOnly: boolean) => Promise<RakeOutput>;
 
 /** The manager's state, for logs and status. */
 export interface ConsoleWorkerStatus {
@@ -109,6 +117,7 @@ export class ConsoleWorkerManager {
   constructor(private readonly options: ConsoleWorkerManagerOptions) {
     this.settings = options.settings;
     this.now = options.now ?? Date.now;
+    this.verified = options.checked === true;
   }
 
   /** The current state. */
@@ -152,38 +161,62 @@ export class ConsoleWorkerManager {
   async run(task: string, args: readonly string[], readOnly: boolean): Promise<RakeOutput> {
     // The worker parses key=value as rake 0.8.7 does (no newline in a value): anything else
     // is left to rake itself.
-    if (this.closed || this.disabledReason !== undefined || args.some((a) => a.includes('\n'))) {
-      return this.options.runProcess(task, args);
-    }
-    const outcome = await this.mutex.runExclusive(async (): Promise<{ output: RakeOutput } | { fallback: string }> => {
-      const worker = await this.usableWorker();
-      if (worker === undefined) return { fallback: this.status().reason ?? 'no console worker' };
-      try {
-        const output = await worker.run(task, args, this.settings.timeoutMs);
-        this.afterTask(worker);
-        return { output };
-      } catch (err) {
-        if (!(err instanceof WorkerTaskError)) throw err;
-        this.discard(worker, `rake ${task}: ${err.message}`, err.detail);
-        if (err.kind === 'timeout') {
-          throw new ClassifierError(
-            'timeout',
-            `the console's rake ${task} did not finish within ${this.settings.timeoutMs / 1000} s; the console worker running it was killed`,
-          );
-        }
-        if (!err.started || readOnly) return { fallback: err.message };
+    if (this.processOnly(args)) return this.options.runProcess(task, args);
+    const outcome = await this.mutex.runExclusive(() => this.attempt(task, args, readOnly));
+    return this.settle(task, args, outcome);
+  }
+
+  /**
+   * Runs several tasks back to back in this manager's worker: no other caller's task runs in
+   * it between them (a launch's `node:add` and its parameters task). Each task is run as
+   * {@link ConsoleWorkerManager.run} runs it (a fall-back to a process included).
+   *
+   * @param body - gets the runner for its tasks; its result is returned
+   * @throws whatever `body` throws
+   */
+  async session<T>(body: (run: ConsoleTaskRunner) => Promise<T>): Promise<T> {
+    const unlocked: ConsoleTaskRunner = (task, args, readOnly) =>
+      this.processOnly(args) ? this.options.runProcess(task, args) : this.attempt(task, args, readOnly).then((o) => this.settle(task, args, o));
+    if (this.closed || this.disabledReason !== undefined) return body((task, args) => this.options.runProcess(task, args));
+    return this.mutex.runExclusive(() => body(unlocked));
+  }
+
+  /** Whether a task must run as a process whatever the worker's state. */
+  private processOnly(args: readonly string[]): boolean {
+    return this.closed || this.disabledReason !== undefined || args.some((a) => a.includes('\n'));
+  }
+
+  /** The answer of an attempt, or the task run as a process when the attempt fell back. */
+  private settle(task: string, args: readonly string[], outcome: { output: RakeOutput } | { fallback: string }): Promise<RakeOutput> | RakeOutput {
+    if (!('fallback' in outcome)) return outcome.output;
+    this.options.logger?.debug({ task, reason: outcome.fallback }, 'console task runs as its own process');
+    return this.options.runProcess(task, args);
+  }
+
+  /** One task in the worker (under the mutex): its answer, or why it falls back to a process. */
+  private async attempt(task: string, args: readonly string[], readOnly: boolean): Promise<{ output: RakeOutput } | { fallback: string }> {
+    const worker = await this.usableWorker();
+    if (worker === undefined) return { fallback: this.status().reason ?? 'no console worker' };
+    try {
+      const output = await worker.run(task, args, this.settings.timeoutMs);
+      this.afterTask(worker);
+      return { output };
+    } catch (err) {
+      if (!(err instanceof WorkerTaskError)) throw err;
+      this.discard(worker, `rake ${task}: ${err.message}`, err.detail);
+      if (err.kind === 'timeout') {
         throw new ClassifierError(
-          'interrupted',
-          `the console worker died while running rake ${task} (${err.message}): whether it took effect is unknown`,
-          err.detail,
+          'timeout',
+          `the console's rake ${task} did not finish within ${this.settings.timeoutMs / 1000} s; the console worker running it was killed`,
         );
       }
-    });
-    if ('fallback' in outcome) {
-      this.options.logger?.debug({ task, reason: outcome.fallback }, 'console task runs as its own process');
-      return this.options.runProcess(task, args);
+      if (!err.started || readOnly) return { fallback: err.message };
+      throw new ClassifierError(
+        'interrupted',
+        `the console worker died while running rake ${task} (${err.message}): whether it took effect is unknown`,
+        err.detail,
+      );
     }
-    return outcome.output;
   }
 
   /**

@@ -24,11 +24,12 @@
  *
  * @packageDocumentation
  */
+import { Semaphore } from 'async-mutex';
 import { BackendError, onceUntilFailure, outcomeUnknown, runBackendCommand } from '../backend.js';
 import type { CommandRunner } from '../exec/command.js';
 import { ExecaWorkerSpawner, type WorkerSpawner } from '../exec/worker.js';
 import type { Logger } from '../logger.js';
-import { ConsoleWorkerManager, SELF_CHECK_TASK, type ConsoleWorkerStatus } from './console-worker-manager.js';
+import { ConsoleWorkerManager, SELF_CHECK_TASK, type ConsoleTaskRunner, type ConsoleWorkerStatus } from './console-worker-manager.js';
 import { ClassifierError, NodeExistsError, type Classification, type Classifier, type Receipt } from './classifier.js';
 import {
   CONSOLE_MESSAGES,
@@ -57,6 +58,8 @@ export interface DashboardRakeSettings {
   timeoutMs: number;
   /** Whether the warm console worker is used. */
   worker: boolean;
+  /** Console tasks run at once: warm workers (worker on), or rake processes (worker off). */
+  workers: number;
   /** Absolute path of the console's Ruby (for the worker). */
   ruby: string;
   /** Tasks one worker runs before it is replaced. */
@@ -94,8 +97,15 @@ export interface ConsoleTasks {
 export class DashboardRakeClassifier implements Classifier {
   readonly backend = 'dashboard-rake';
   private readonly logger: Logger | undefined;
-  /** The warm console worker; undefined when `[classifier] worker = off` (or no state dir). */
-  private readonly workers: ConsoleWorkerManager | undefined;
+  /**
+   * The warm console workers, one manager each (the first runs the start-up self-check, the
+   * others trust it); undefined when `[classifier] worker = off` (or no state dir).
+   */
+  private readonly pool: ConsoleWorkerManager[] | undefined;
+  /** Tasks queued or running per pool member (a task goes to the least busy). */
+  private readonly busy: number[] = [];
+  /** Caps the rake processes running at once at `[classifier] workers`. */
+  private readonly processes: Semaphore;
   /** Told of lists learned without being asked (the self-check's `nodegroup:list`). */
   private readonly listListeners: Array<(list: 'groups' | 'classes', names: string[]) => void> = [];
   /** The warm-up under way, if any (a group list asked meanwhile waits for its self-check). */
@@ -114,25 +124,29 @@ export class DashboardRakeClassifier implements Classifier {
     options: DashboardRakeOptions = {},
   ) {
     this.logger = options.logger;
+    this.processes = new Semaphore(config.workers);
     if (config.worker && options.stateDir !== undefined) {
-      this.workers = new ConsoleWorkerManager({
-        settings: {
-          ruby: config.ruby,
-          rakefile: config.rakefile,
-          railsEnv: config.railsEnv,
-          cwd: config.cwd,
-          timeoutMs: config.timeoutMs,
-          maxTasks: config.workerMaxTasks,
-          maxAgeMs: config.workerMaxAgeMs,
-          idleRefreshMs: config.workerIdleRefreshMs,
-        },
-        scriptDir: options.stateDir,
-        spawner: options.spawner ?? new ExecaWorkerSpawner(options.logger),
-        runProcess: (task, args) => this.rakeProcess(task, args),
-        ...(options.logger === undefined ? {} : { logger: options.logger }),
-        ...(options.now === undefined ? {} : { now: options.now }),
-        onSelfCheck: (task, answer) => this.learned(task, answer),
-      });
+      const manager = (index: number) =>
+        new ConsoleWorkerManager({
+          settings: {
+            ruby: config.ruby,
+            rakefile: config.rakefile,
+            railsEnv: config.railsEnv,
+            cwd: config.cwd,
+            timeoutMs: config.timeoutMs,
+            maxTasks: config.workerMaxTasks,
+            maxAgeMs: config.workerMaxAgeMs,
+            idleRefreshMs: config.workerIdleRefreshMs,
+          },
+          scriptDir: options.stateDir!,
+          spawner: options.spawner ?? new ExecaWorkerSpawner(options.logger),
+          runProcess: (task, args) => this.rakeProcess(task, args),
+          ...(options.logger === undefined ? {} : { logger: options.logger }),
+          ...(options.now === undefined ? {} : { now: options.now }),
+          ...(index === 0 ? { onSelfCheck: (task: string, answer: RakeOutput) => this.learned(task, answer) } : { checked: true }),
+        });
+      this.pool = Array.from({ length: config.workers }, (_, i) => manager(i));
+      this.busy = this.pool.map(() => 0);
     }
   }
 
@@ -155,22 +169,62 @@ export class DashboardRakeClassifier implements Classifier {
    * @returns `{ worker: <state>, worker_pid?, worker_reason? }`
    */
   async warmUpWorker(): Promise<Record<string, unknown>> {
-    if (this.workers === undefined) return { worker: this.config.worker ? 'off (no state directory)' : 'off' };
-    const warming = this.workers.warmUp();
+    if (this.pool === undefined) return { worker: this.config.worker ? 'off (no state directory)' : 'off' };
+    const [first, ...others] = this.pool;
+    const warming = first!.warmUp();
     this.warming = warming;
+    // The others boot meanwhile; they serve only once the first has passed the self-check.
+    const othersReady = Promise.all(others.map((m) => m.warmUp()));
     const status = await warming;
     this.warming = undefined;
-    return { worker: status.state, ...(status.pid === undefined ? {} : { worker_pid: status.pid }), ...(status.reason === undefined ? {} : { worker_reason: status.reason }) };
+    await othersReady;
+    const ready = this.pool.filter((m) => m.status().state === 'ready').length;
+    return {
+      worker: status.state,
+      ...(this.pool.length > 1 ? { workers_ready: ready } : {}),
+      ...(status.pid === undefined ? {} : { worker_pid: status.pid }),
+      ...(status.reason === undefined ? {} : { worker_reason: status.reason }),
+    };
   }
 
-  /** Ends the console worker, if any; later calls run processes. */
+  /** Ends the console workers, if any; later calls run processes. */
   async close(): Promise<void> {
-    await this.workers?.close();
+    await Promise.all((this.pool ?? []).map((m) => m.close()));
   }
 
-  /** The console worker's state (`off` when it is not used). */
+  /** The first console worker's state (`off` when it is not used). */
   workerStatus(): ConsoleWorkerStatus | { state: 'off' } {
-    return this.workers?.status() ?? { state: 'off' };
+    return this.pool?.[0]?.status() ?? { state: 'off' };
+  }
+
+  /**
+   * The pool member for the next task (or run of tasks), its busy count raised until `done`:
+   * the least busy, or always the first when its self-check disabled the worker (every task
+   * then runs as a process).
+   */
+  private member(): { manager: ConsoleWorkerManager; done: () => void } | undefined {
+    const pool = this.pool;
+    if (pool === undefined) return undefined;
+    let index = 0;
+    if (pool[0]!.status().state !== 'disabled') {
+      for (let i = 1; i < pool.length; i += 1) if (this.busy[i]! < this.busy[index]!) index = i;
+    }
+    this.busy[index]! += 1;
+    return { manager: pool[index]!, done: () => void (this.busy[index]! -= 1) };
+  }
+
+  /**
+   * Runs tasks back to back in one worker (no other caller's task between them), or as
+   * processes when the worker is off.
+   */
+  private async inSequence<T>(body: (rake: (task: string, args?: Readonly<Record<string, string>>) => Promise<RakeOutput>) => Promise<T>): Promise<T> {
+    const chosen = this.member();
+    if (chosen === undefined) return body((task, args) => this.rakeVia(undefined, task, args));
+    try {
+      return await chosen.manager.session((run) => body((task, args) => this.rakeVia(run, task, args)));
+    } finally {
+      chosen.done();
+    }
   }
 
   /**
@@ -182,12 +236,19 @@ export class DashboardRakeClassifier implements Classifier {
    * @throws {@link ClassifierError} `timeout`, `unavailable` or `interrupted`
    */
   async rake(task: string, args: Readonly<Record<string, string>> = {}): Promise<RakeOutput> {
+    const chosen = task === '-T' ? undefined : this.member();
+    try {
+      return await this.rakeVia(chosen === undefined ? undefined : (t, a, r) => chosen.manager.run(t, a, r), task, args);
+    } finally {
+      chosen?.done();
+    }
+  }
+
+  /** Runs one task through `via` (a worker's runner) or, without one, as a process; logs it. */
+  private async rakeVia(via: ConsoleTaskRunner | undefined, task: string, args: Readonly<Record<string, string>> = {}): Promise<RakeOutput> {
     const argv = Object.entries(args).map(([key, value]) => `${key}=${value}`);
     const started = process.hrtime.bigint();
-    const result =
-      this.workers !== undefined && task !== '-T'
-        ? await this.workers.run(task, argv, READ_ONLY_TASKS.has(task))
-        : await this.rakeProcess(task, argv);
+    const result = via !== undefined && task !== '-T' ? await via(task, argv, READ_ONLY_TASKS.has(task)) : await this.rakeProcess(task, argv);
     const ms = Number((process.hrtime.bigint() - started) / 1_000_000n);
     this.logger?.debug({ task, exit: result.exitCode, ms }, 'console task finished');
     return { exitCode: result.exitCode, stdout: dropInDirectoryLines(result.stdout), stderr: dropInDirectoryLines(result.stderr) };
@@ -203,12 +264,12 @@ export class DashboardRakeClassifier implements Classifier {
    */
   async rakeProcess(task: string, args: readonly string[]): Promise<RakeOutput> {
     const argv = ['-s', '-f', this.config.rakefile, `RAILS_ENV=${this.config.railsEnv}`, task, ...args];
-    const result = await runBackendCommand(
+    const result = await this.processes.runExclusive(() => runBackendCommand(
       this.runner,
       { file: this.config.rake, args: argv, cwd: this.config.cwd, timeoutMs: this.config.timeoutMs, env: { RAILS_ENV: this.config.railsEnv } },
       `the console's rake ${task}`,
       (failure, message, output) => new ClassifierError(failure, message, consoleOutput({ exitCode: -1, stdout: output ?? '', stderr: '' })),
-    );
+    ));
     return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr };
   }
 
@@ -291,28 +352,34 @@ export class DashboardRakeClassifier implements Classifier {
     const args: Record<string, string> = { name };
     if (classification.groups.length > 0) args['groups'] = classification.groups.join(',');
     if (classification.classes.length > 0) args['classes'] = classification.classes.join(',');
-    const out = await this.rake('node:add', args);
-    const text = consoleOutput(out);
-    if (out.exitCode !== 0 && CONSOLE_MESSAGES.nodeExists.test(text)) throw new NodeExistsError(text);
-    if (out.exitCode !== 0 || !CONSOLE_MESSAGES.nodeCreated.test(text)) {
-      throw new ClassifierError('failed', `rake node:add exited ${out.exitCode}`, text);
-    }
-    if (Object.keys(classification.parameters).length > 0) {
-      try {
-        await this.setParameters(name, classification.parameters);
-      } catch (err) {
-        throw await this.rollBack(name, err as Error);
+    // node:add and the parameters task run back to back in one worker; a rollback runs after.
+    const failure = await this.inSequence(async (rake) => {
+      const out = await rake('node:add', args);
+      const text = consoleOutput(out);
+      if (out.exitCode !== 0 && CONSOLE_MESSAGES.nodeExists.test(text)) throw new NodeExistsError(text);
+      if (out.exitCode !== 0 || !CONSOLE_MESSAGES.nodeCreated.test(text)) {
+        throw new ClassifierError('failed', `rake node:add exited ${out.exitCode}`, text);
       }
-    }
+      if (Object.keys(classification.parameters).length === 0) return undefined;
+      return this.setParameters(name, classification.parameters, rake).then(
+        () => undefined,
+        (err: unknown) => err as Error,
+      );
+    });
+    if (failure !== undefined) throw await this.rollBack(name, failure);
     return {};
   }
 
   /** Sets a node's parameters with the console's parameters task. */
-  private async setParameters(name: string, parameters: Readonly<Record<string, string>>): Promise<void> {
+  private async setParameters(
+    name: string,
+    parameters: Readonly<Record<string, string>>,
+    rake: (task: string, args: Readonly<Record<string, string>>) => Promise<RakeOutput>,
+  ): Promise<void> {
     const { parameters: dialect } = await this.consoleTasks();
     if (dialect.task === undefined) throw new ClassifierError('failed', 'this console has no task to set node parameters');
     const variables = dialect.task === 'node:variables';
-    const out = await this.rake(dialect.task, { name, [variables ? 'variables' : 'parameters']: encodeParameters(parameters, variables) });
+    const out = await rake(dialect.task, { name, [variables ? 'variables' : 'parameters']: encodeParameters(parameters, variables) });
     const text = consoleOutput(out);
     if (out.exitCode === 0 && CONSOLE_MESSAGES.parametersEdited.test(text)) return;
     throw new ClassifierError('failed', `rake ${dialect.task} exited ${out.exitCode}`, text);

@@ -1,8 +1,10 @@
 /**
  * A create's look-ups on the console (issue #19): on a cold cache the group and class lists run
  * at once, and the `nodegroup:list` the worker's start-up self-check learns fills the list cache
- * (the first burst does not run it a third time). Observed through the console double's task
- * log (test/fixtures/console): counts and start/end entries, never timings.
+ * (the first burst does not run it a third time); a pool of `[classifier] workers` runs two
+ * launches' tasks at once, each launch's parameters task right behind its `node:add` in the
+ * same worker; in process mode at most `workers` rake processes run at once. Observed through
+ * the console double's logs (test/fixtures/console): counts and start/end entries, never timings.
  */
 import { ConsoleDouble, findRake, type Invocation } from '../support/console.js';
 import { apiClient, startEspm, type RunningEspm } from '../support/espm.js';
@@ -72,4 +74,58 @@ describeWithRake('console look-ups of a create', () => {
     expect(espm.logs.text()).toContain('console worker checked');
     expect(await runsOf(console, 'nodegroup:list')).toHaveLength(2);
   }, 30_000);
+});
+
+/** The most entries (`start_ts`..`ts` intervals) under way at one moment. */
+function mostAtOnce(runs: Invocation[]): number {
+  const edges = runs.flatMap((r) => [[r.start_ts!, 1] as const, [r.ts, -1] as const]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let now = 0;
+  let most = 0;
+  for (const [, step] of edges) most = Math.max(most, (now += step));
+  return most;
+}
+
+describeWithRake('console concurrency: [classifier] workers', () => {
+  let console: ConsoleDouble;
+  let espm: RunningEspm;
+  afterEach(async () => {
+    await espm.stop();
+    await console.remove();
+  });
+  const names = ['p0', 'p1', 'p2', 'p3'].map((n) => `${n}.example.test`);
+
+  it('two warm workers run two launches at once; each parameters task runs right behind its node:add, in the same worker', async () => {
+    console = await ConsoleDouble.create({ version: '1.2.10', faults: { 'node:add': { sleep: 0.3 }, 'node:parameters': { sleep: 0.3 } } });
+    espm = await startEspm({ classifier: { ...console.classifierConfig(rake!, 'worker'), workers: 2 } });
+    await waitFor(() => espm.logs.text().includes('console found'));
+    expect(espm.logs.text()).toContain('"workers_ready":2');
+    await console.clearInvocations();
+    const api = apiClient(espm);
+    const answers = await Promise.all(names.map((name, i) => api.post('/v1/nodes', { name, groups: ['default'], parameters: { slot: String(i) } })));
+    expect(answers.map((a) => a.status)).toEqual([201, 201, 201, 201]);
+    const log = await console.taskLog();
+    const adds = log.filter((t) => t.event === 'task_end' && t.task === 'node:add');
+    expect(new Set(adds.map((t) => t.pid)).size).toBe(2);
+    expect(adds.some((a) => adds.some((b) => a !== b && overlap(a, b)))).toBe(true);
+    // Per worker, in the order it ran them: every node:add is followed by that launch's parameters task.
+    for (const pid of new Set(adds.map((t) => t.pid))) {
+      const ran = log.filter((t) => t.event === 'task' && t.pid === pid).map((t) => `${t.task} ${t.args?.['name']}`);
+      const expected = ran.filter((_, i) => i % 2 === 0).flatMap((add) => [add, add.replace('node:add', 'node:parameters')]);
+      expect(ran).toEqual(expected);
+    }
+    expect(await console.processesRun()).toEqual([]);
+  }, 40_000);
+
+  it('worker off: at most `workers` rake processes run at once', async () => {
+    console = await ConsoleDouble.create({ version: '1.2.10', faults: { 'node:add': { sleep: 0.3 } } });
+    espm = await startEspm({ classifier: { ...console.classifierConfig(rake!, 'process'), workers: 2 } });
+    await waitFor(() => espm.logs.text().includes('console found'));
+    await console.clearInvocations();
+    const api = apiClient(espm);
+    const answers = await Promise.all(names.map((name) => api.post('/v1/nodes', { name })));
+    expect(answers.map((a) => a.status)).toEqual([201, 201, 201, 201]);
+    const processes = (await console.invocations()).filter((i) => i.event === 'end');
+    expect(processes).toHaveLength(4);
+    expect(mostAtOnce(processes)).toBe(2);
+  }, 40_000);
 });
