@@ -6,11 +6,12 @@
  * @packageDocumentation
  */
 import { Mutex } from 'async-mutex';
-import type { WorkerSpawner } from '../exec/worker.js';
-import type { Logger } from '../logger.js';
 import { ClassifierError } from './classifier.js';
 import { ConsoleWorker, WorkerTaskError, writeWorkerProgram, type ConsoleWorkerOptions, type WorkerStartError } from './console-worker.js';
 import { describeDifference, type RakeOutput } from './dashboard-rake-tasks.js';
+import type { ConsoleTaskRunner, ConsoleWorkerManagerOptions, ConsoleWorkerSettings, ConsoleWorkerStatus } from './console-worker-settings.js';
+
+export type { ConsoleTaskRunner, ConsoleWorkerManagerOptions, ConsoleWorkerSettings, ConsoleWorkerStatus } from './console-worker-settings.js';
 
 /** The list task run both ways by the start-up self-check. */
 export const SELF_CHECK_TASK = 'nodegroup:list';
@@ -18,70 +19,6 @@ export const SELF_CHECK_TASK = 'nodegroup:list';
 export const WORKER_RETRY_MS = 60_000;
 /** The least time a worker gets to load and boot, ms, however short the task timeout. */
 export const WORKER_MIN_START_MS = 30_000;
-
-/** Settings of {@link ConsoleWorkerManager} (from `[classifier]`). */
-export interface ConsoleWorkerSettings {
-  /** Absolute path of the console's Ruby. */
-  ruby: string;
-  /** Absolute path of the console's Rakefile. */
-  rakefile: string;
-  /** `RAILS_ENV`. */
-  railsEnv: string;
-  /** The console's directory. */
-  cwd: string;
-  /** Deadline of one task, ms (the worker is killed when it passes). */
-  timeoutMs: number;
-  /** Tasks one worker runs before it is replaced. */
-  maxTasks: number;
-  /** Age at which a worker is replaced, ms. */
-  maxAgeMs: number;
-  /** Idle time after which the database connection is refreshed before a task, ms. */
-  idleRefreshMs: number;
-}
-
-/** Collaborators of {@link ConsoleWorkerManager}. */
-export interface ConsoleWorkerManagerOptions {
-  settings: ConsoleWorkerSettings;
-  /** Directory the worker program is written to (`[state] dir`). */
-  scriptDir: string;
-  /** Starts worker processes (src/exec). */
-  spawner: WorkerSpawner;
-  /**
-   * Runs a task as its own rake process (the fall-back, and the other side of the
-   * self-check); throws {@link ClassifierError} for timeouts and start failures.
-   */
-  runProcess: (task: string, args: readonly string[]) => Promise<RakeOutput>;
-  logger?: Logger;
-  /** Clock, ms; default `Date.now`. */
-  now?: () => number;
-  /**
-   * Told the answer of a passed self-check ({@link SELF_CHECK_TASK}, identical as a process
-   * and in the worker), so the adapter can serve it rather than run the task again.
-   */
-  onSelfCheck?: (task: string, answer: RakeOutput) => void;
-  /**
-   * The worker program was already checked against a process by another manager of the same
-   * console (a pool's first): this one runs no self-check of its own. Default false.
-   */
-  checked?: boolean;
-}
-
-/** Runs one task as {@link ConsoleWorkerManager.run} does (worker, or process fall-back). */
-export type ConsoleTaskRunner = (task: string, args: readonly string[], readOnly: boolean) => Promise<RakeOutput>;
-
-/** The manager's state, for logs and status. */
-export interface ConsoleWorkerStatus {
-  /**
-   * `ready`: a verified worker is running · `idle`: none running now (one starts with the
-   * next call) · `unavailable`: starting failed, calls run processes until a retry ·
-   * `disabled`: the self-check failed, every call runs a process · `closed`.
-   */
-  state: 'ready' | 'idle' | 'unavailable' | 'disabled' | 'closed';
-  /** The running worker's pid. */
-  pid?: number;
-  /** Why it is unavailable or disabled. */
-  reason?: string;
-}
 
 /**
  * Runs console tasks in one warm worker at a time (issue #9):

@@ -30,6 +30,7 @@ import type { CommandRunner } from '../exec/command.js';
 import { ExecaWorkerSpawner, type WorkerSpawner } from '../exec/worker.js';
 import type { Logger } from '../logger.js';
 import { ConsoleWorkerManager, SELF_CHECK_TASK, type ConsoleTaskRunner, type ConsoleWorkerStatus } from './console-worker-manager.js';
+import { ConsoleWorkerPool } from './console-worker-pool.js';
 import { ClassifierError, NodeExistsError, type Classification, type Classifier, type Receipt } from './classifier.js';
 import {
   CONSOLE_MESSAGES,
@@ -97,13 +98,8 @@ export interface ConsoleTasks {
 export class DashboardRakeClassifier implements Classifier {
   readonly backend = 'dashboard-rake';
   private readonly logger: Logger | undefined;
-  /**
-   * The warm console workers, one manager each (the first runs the start-up self-check, the
-   * others trust it); undefined when `[classifier] worker = off` (or no state dir).
-   */
-  private readonly pool: ConsoleWorkerManager[] | undefined;
-  /** Tasks queued or running per pool member (a task goes to the least busy). */
-  private readonly busy: number[] = [];
+  /** The warm console workers; undefined when `[classifier] worker = off` (or no state dir). */
+  private readonly pool: ConsoleWorkerPool | undefined;
   /** Caps the rake processes running at once at `[classifier] workers`. */
   private readonly processes: Semaphore;
   /** Told of lists learned without being asked (the self-check's `nodegroup:list`). */
@@ -145,8 +141,7 @@ export class DashboardRakeClassifier implements Classifier {
           ...(options.now === undefined ? {} : { now: options.now }),
           ...(index === 0 ? { onSelfCheck: (task: string, answer: RakeOutput) => this.learned(task, answer) } : { checked: true }),
         });
-      this.pool = Array.from({ length: config.workers }, (_, i) => manager(i));
-      this.busy = this.pool.map(() => 0);
+      this.pool = new ConsoleWorkerPool(Array.from({ length: config.workers }, (_, i) => manager(i)));
     }
   }
 
@@ -170,61 +165,34 @@ export class DashboardRakeClassifier implements Classifier {
    */
   async warmUpWorker(): Promise<Record<string, unknown>> {
     if (this.pool === undefined) return { worker: this.config.worker ? 'off (no state directory)' : 'off' };
-    const [first, ...others] = this.pool;
-    const warming = first!.warmUp();
-    this.warming = warming;
-    // The others boot meanwhile; they serve only once the first has passed the self-check.
-    const othersReady = Promise.all(others.map((m) => m.warmUp()));
-    const status = await warming;
-    this.warming = undefined;
-    await othersReady;
-    const ready = this.pool.filter((m) => m.status().state === 'ready').length;
+    const firstWarm = this.pool.firstWarmUp();
+    this.warming = firstWarm;
+    void firstWarm.then(() => {
+      if (this.warming === firstWarm) this.warming = undefined;
+    });
+    const { first, ready } = await this.pool.warmUp();
     return {
-      worker: status.state,
-      ...(this.pool.length > 1 ? { workers_ready: ready } : {}),
-      ...(status.pid === undefined ? {} : { worker_pid: status.pid }),
-      ...(status.reason === undefined ? {} : { worker_reason: status.reason }),
+      worker: first.state,
+      ...(this.config.workers > 1 ? { workers_ready: ready } : {}),
+      ...(first.pid === undefined ? {} : { worker_pid: first.pid }),
+      ...(first.reason === undefined ? {} : { worker_reason: first.reason }),
     };
   }
 
   /** Ends the console workers, if any; later calls run processes. */
   async close(): Promise<void> {
-    await Promise.all((this.pool ?? []).map((m) => m.close()));
+    await this.pool?.close();
   }
 
-  /** The first console worker's state (`off` when it is not used). */
+  /** The (first) console worker's state (`off` when it is not used). */
   workerStatus(): ConsoleWorkerStatus | { state: 'off' } {
-    return this.pool?.[0]?.status() ?? { state: 'off' };
+    return this.pool?.status() ?? { state: 'off' };
   }
 
-  /**
-   * The pool member for the next task (or run of tasks), its busy count raised until `done`:
-   * the least busy, or always the first when its self-check disabled the worker (every task
-   * then runs as a process).
-   */
-  private member(): { manager: ConsoleWorkerManager; done: () => void } | undefined {
-    const pool = this.pool;
-    if (pool === undefined) return undefined;
-    let index = 0;
-    if (pool[0]!.status().state !== 'disabled') {
-      for (let i = 1; i < pool.length; i += 1) if (this.busy[i]! < this.busy[index]!) index = i;
-    }
-    this.busy[index]! += 1;
-    return { manager: pool[index]!, done: () => void (this.busy[index]! -= 1) };
-  }
-
-  /**
-   * Runs tasks back to back in one worker (no other caller's task between them), or as
-   * processes when the worker is off.
-   */
+  /** Runs tasks back to back in one worker (no other caller's task between them), or as processes. */
   private async inSequence<T>(body: (rake: (task: string, args?: Readonly<Record<string, string>>) => Promise<RakeOutput>) => Promise<T>): Promise<T> {
-    const chosen = this.member();
-    if (chosen === undefined) return body((task, args) => this.rakeVia(undefined, task, args));
-    try {
-      return await chosen.manager.session((run) => body((task, args) => this.rakeVia(run, task, args)));
-    } finally {
-      chosen.done();
-    }
+    if (this.pool === undefined) return body((task, args) => this.rakeVia(undefined, task, args));
+    return this.pool.session((run) => body((task, args) => this.rakeVia(run, task, args)));
   }
 
   /**
@@ -235,13 +203,9 @@ export class DashboardRakeClassifier implements Classifier {
    * @param args - `key=value` arguments, each its own argv element
    * @throws {@link ClassifierError} `timeout`, `unavailable` or `interrupted`
    */
-  async rake(task: string, args: Readonly<Record<string, string>> = {}): Promise<RakeOutput> {
-    const chosen = task === '-T' ? undefined : this.member();
-    try {
-      return await this.rakeVia(chosen === undefined ? undefined : (t, a, r) => chosen.manager.run(t, a, r), task, args);
-    } finally {
-      chosen?.done();
-    }
+  rake(task: string, args: Readonly<Record<string, string>> = {}): Promise<RakeOutput> {
+    const pool = this.pool;
+    return this.rakeVia(pool === undefined ? undefined : (t, a, r) => pool.run(t, a, r), task, args);
   }
 
   /** Runs one task through `via` (a worker's runner) or, without one, as a process; logs it. */

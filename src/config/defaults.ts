@@ -6,7 +6,6 @@
  *
  * @packageDocumentation
  */
-import { availableParallelism } from 'node:os';
 
 /**
  * Classifier backends: `dashboard-rake` (the PE 2.x/3.x console's rake tasks); `sandbox` (a
@@ -135,11 +134,8 @@ export const DEFAULTS = {
     worker: true,
     /** the console's Ruby; when the key is absent, `ruby` beside `rake` (this path on PE) */
     ruby: PE_PATHS.ruby,
-    /**
-     * console tasks run at once: warm workers (worker on) or rake processes (worker off);
-     * default the machine's core count (`os.availableParallelism()`), at least 1
-     */
-    workers: Math.max(1, availableParallelism()),
+    /** console tasks run at once: warm workers (worker on) or rake processes (worker off); 0: the machine's core count */
+    workers: 0,
     /** tasks one console worker runs before it is replaced */
     worker_max_tasks: 1000,
     /** seconds one console worker lives before it is replaced */

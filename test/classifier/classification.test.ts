@@ -30,6 +30,9 @@ describe.each(CLASSIFIER_BACKENDS.map((b) => [b.name, b] as const))('classificat
       espm = await startEspm({ classifier: rig.config }, { runner });
       api = apiClient(espm);
       view = rig.view(espm.config.state.dir);
+      // Start-up (rake -T, the worker's self-check) is over before the tests count tasks.
+      const started = Date.now() + 60_000;
+      while (!/console found|console not usable/.test(espm.logs.text()) && Date.now() < started) await new Promise((r) => setTimeout(r, 25));
     }, 240_000); // a real puppetserver (enc) starts in about a minute on 2 busy cores
     afterAll(async () => {
       await espm?.stop();
