@@ -191,7 +191,11 @@ export class DashboardRakeClassifier implements Classifier {
 
   /** Runs tasks back to back in one worker (no other caller's task between them), or as processes. */
   private async inSequence<T>(body: (rake: (task: string, args?: Readonly<Record<string, string>>) => Promise<RakeOutput>) => Promise<T>): Promise<T> {
-    if (this.pool === undefined) return body((task, args) => this.rakeVia(undefined, task, args));
+    if (this.pool === undefined) {
+      // As processes: the run holds one process slot throughout, so a launch's parameters task
+      // runs right behind its node:add rather than behind every other launch's queued node:add.
+      return this.processes.runExclusive(() => body((task, args) => this.rakeVia(undefined, task, args, true)));
+    }
     return this.pool.session((run) => body((task, args) => this.rakeVia(run, task, args)));
   }
 
@@ -209,10 +213,10 @@ export class DashboardRakeClassifier implements Classifier {
   }
 
   /** Runs one task through `via` (a worker's runner) or, without one, as a process; logs it. */
-  private async rakeVia(via: ConsoleTaskRunner | undefined, task: string, args: Readonly<Record<string, string>> = {}): Promise<RakeOutput> {
+  private async rakeVia(via: ConsoleTaskRunner | undefined, task: string, args: Readonly<Record<string, string>> = {}, slotHeld = false): Promise<RakeOutput> {
     const argv = Object.entries(args).map(([key, value]) => `${key}=${value}`);
     const started = process.hrtime.bigint();
-    const result = via !== undefined && task !== '-T' ? await via(task, argv, READ_ONLY_TASKS.has(task)) : await this.rakeProcess(task, argv);
+    const result = via !== undefined && task !== '-T' ? await via(task, argv, READ_ONLY_TASKS.has(task)) : await this.rakeProcess(task, argv, slotHeld);
     const ms = Number((process.hrtime.bigint() - started) / 1_000_000n);
     this.logger?.debug({ task, exit: result.exitCode, ms }, 'console task finished');
     return { exitCode: result.exitCode, stdout: dropInDirectoryLines(result.stdout), stderr: dropInDirectoryLines(result.stderr) };
@@ -224,16 +228,18 @@ export class DashboardRakeClassifier implements Classifier {
    *
    * @param task - the task (or `-T`)
    * @param args - `key=value` argv elements
+   * @param slotHeld - the caller holds a process slot already (a run of tasks); default false: wait for one (`[classifier] workers` at once)
    * @throws {@link ClassifierError} `timeout` or `unavailable`
    */
-  async rakeProcess(task: string, args: readonly string[]): Promise<RakeOutput> {
+  async rakeProcess(task: string, args: readonly string[], slotHeld = false): Promise<RakeOutput> {
     const argv = ['-s', '-f', this.config.rakefile, `RAILS_ENV=${this.config.railsEnv}`, task, ...args];
-    const result = await this.processes.runExclusive(() => runBackendCommand(
+    const spawn = () => runBackendCommand(
       this.runner,
       { file: this.config.rake, args: argv, cwd: this.config.cwd, timeoutMs: this.config.timeoutMs, env: { RAILS_ENV: this.config.railsEnv } },
       `the console's rake ${task}`,
       (failure, message, output) => new ClassifierError(failure, message, consoleOutput({ exitCode: -1, stdout: output ?? '', stderr: '' })),
-    ));
+    );
+    const result = slotHeld ? await spawn() : await this.processes.runExclusive(spawn);
     return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr };
   }
 
@@ -316,6 +322,8 @@ export class DashboardRakeClassifier implements Classifier {
     const args: Record<string, string> = { name };
     if (classification.groups.length > 0) args['groups'] = classification.groups.join(',');
     if (classification.classes.length > 0) args['classes'] = classification.classes.join(',');
+    // Known before a process slot or a worker is held (rake -T needs a slot of its own).
+    if (Object.keys(classification.parameters).length > 0) await this.consoleTasks();
     // node:add and the parameters task run back to back in one worker; a rollback runs after.
     const failure = await this.inSequence(async (rake) => {
       const out = await rake('node:add', args);

@@ -128,4 +128,17 @@ describeWithRake('console concurrency: [classifier] workers', () => {
     expect(processes).toHaveLength(4);
     expect(mostAtOnce(processes)).toBe(2);
   }, 40_000);
+
+  it('worker off, one process at a time: each launch\'s parameters task runs right behind its node:add', async () => {
+    console = await ConsoleDouble.create({ version: '1.2.10' });
+    espm = await startEspm({ classifier: { ...console.classifierConfig(rake!, 'process'), workers: 1 } });
+    await waitFor(() => espm.logs.text().includes('console found'));
+    await console.clearInvocations();
+    const api = apiClient(espm);
+    const answers = await Promise.all(names.map((name, i) => api.post('/v1/nodes', { name, groups: ['default'], parameters: { slot: String(i) } })));
+    expect(answers.map((a) => a.status)).toEqual([201, 201, 201, 201]);
+    const ran = (await console.taskLog()).filter((t) => t.event === 'task' && t.task !== 'nodegroup:list').map((t) => `${t.task} ${t.args?.['name']}`);
+    expect(ran).toEqual(ran.filter((_, i) => i % 2 === 0).flatMap((add) => [add, add.replace('node:add', 'node:parameters')]));
+    expect(ran).toHaveLength(8);
+  }, 40_000);
 });
