@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,6 +52,7 @@ describe('parseConfig', () => {
       workerMaxTasks: 1000,
       workerMaxAgeMs: 3_600_000,
       workerIdleRefreshMs: 600_000,
+      workers: availableParallelism(),
     });
     expect(c.ca).toEqual({
       backend: 'puppet-cert',
@@ -242,7 +244,11 @@ describe('espm.ini of the previous release', () => {
   it.each(['pe-2.x-puppet-cert', 'debian-puppetserver-ca', 'debian-puppetserver-api'])('%s loads with the same Config', async (name) => {
     expect((await readdir(fixtures)).filter((f) => f.endsWith('.ini'))).toHaveLength(3);
     const before = JSON.parse(await readFile(new URL(`${name}.config.json`, fixtures), 'utf8'), (_key, value: unknown) => value ?? undefined);
-    const { puppetdb, autosign, ...config } = await load(name);
+    const { puppetdb, autosign, ...loaded } = await load(name);
+    // [classifier] workers is new (issue #19): its default (the core count) applies.
+    const { workers, ...classifier } = loaded.classifier;
+    expect(workers).toBe(availableParallelism());
+    const config = { ...loaded, classifier };
     // The [server] connection limits and timeouts are new (issue #18): their defaults apply.
     const server = Object.fromEntries(Object.entries(config.server).filter(([key]) => !(key in CONNECTION_DEFAULTS) && key !== 'drainTimeoutMs'));
     expect({ ...config, server, path: before.path }).toEqual(before);
