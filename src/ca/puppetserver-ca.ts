@@ -12,13 +12,19 @@
  *   `public_keys/` copies survive and block a later generate, so espm removes them;
  * - `list --certname NAME --format json` gives the CA's view with SHA-256 fingerprints.
  *
+ * Token signing (`"signing": "token"`) needs what the CLI cannot give (a pending CSR's PEM, a
+ * signed certificate's PEM, a CSR removed only while it is the one espm refused): it uses the
+ * CA HTTP API `puppetserver ca` itself talks to, as the master (hostcert, hostprivkey and
+ * localcacert from puppet.conf), through the puppetserver-api adapter's {@link PolicySigning}.
+ *
  * @packageDocumentation
  */
 import { rm } from 'node:fs/promises';
 import type { CaConfig } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
-import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate, type PolicySigning } from './authority.js';
+import { PuppetserverApiAuthority } from './puppetserver-api.js';
 import { withCsrAttributes } from './csr-attributes.js';
 import { collectIssued, nodeFiles, runCaCommand, ssldirLookup, type CaOutput } from './ssldir.js';
 
@@ -43,6 +49,10 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
   readonly backend = 'puppetserver-ca';
   /** Through a per-call `csr_attributes` (docs/reference/modern-puppet.md). */
   readonly carriesExtensions = true;
+  /** Token signing over the CA HTTP API, as the master (see the module comment). */
+  readonly policySigning: PolicySigning;
+  /** The CA HTTP API as the master: only its {@link PolicySigning} is used (no node keys, no pool). */
+  private readonly api: PuppetserverApiAuthority;
 
   /**
    * @param config - `[ca]`: puppetserver, puppet, config, ssldir, timeout, keep_private_keys
@@ -55,6 +65,18 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
     private readonly logger?: Logger,
   ) {
     this.resolveSsldir = ssldirLookup(config, runner, ['config', 'print', 'ssldir', '--section', 'server']);
+    // Where and as whom: puppet's ca_server/ca_port, hostcert, hostprivkey, localcacert.
+    this.api = new PuppetserverApiAuthority(
+      { ...config, backend: 'puppetserver-api', keyPool: 0, apiUrl: undefined, apiCert: undefined, apiKey: undefined, apiCa: undefined },
+      runner,
+      logger,
+    );
+    this.policySigning = this.api.policySigning;
+  }
+
+  /** Closes the connections to the CA API (token signing). */
+  close(): void {
+    this.api.close();
   }
 
   private ca(args: string[], what: string, config = this.config.config): Promise<CaOutput> {

@@ -1,6 +1,6 @@
 /**
  * What `espm_setup` adds for token signing on a CA with policy-based autosigning
- * (`[ca] backend = puppetserver-api`): the `[autosign]` keys (the site's previous policy
+ * (`[ca] backend = puppetserver-api` or `puppetserver-ca`, Puppet ≥ 6): the `[autosign]` keys (the site's previous policy
  * executable kept as `fallback`), the small policy executable puppet.conf's `[server] autosign`
  * names — Puppet takes that setting as ONE path, no arguments (docs/reference/modern-puppet.md)
  * — in a directory puppetserver's user can reach (root, group puppetserver's, 0750: also the

@@ -67,7 +67,7 @@ export interface SetupPlan {
    * the announcement). Undefined for other classifiers.
    */
   enc?: { directory: string; instructions: string };
-  /** puppetserver-api CA: token signing's directory and policy executable (src/setup/autosign.ts). */
+  /** puppetserver-api or puppetserver-ca CA: token signing's directory and policy executable (src/setup/autosign.ts). */
   autosign?: AutosignPlan;
 }
 
@@ -107,7 +107,7 @@ export function planSetup(options: SetupOptions, detection: BackendDetection): S
   const tls = generateSelfSignedCertificate({ hostname: options.hostname, ips: options.ips });
   const enc = detection.classifier.backend === 'enc' ? encPlan(detection.classifier, configDir, stateDir, options) : undefined;
   const autosign =
-    detection.ca.backend === 'puppetserver-api'
+    detection.ca.backend === 'puppetserver-api' || detection.ca.backend === 'puppetserver-ca'
       ? autosignPlan(join(dirname(stateDir), 'autosign'), detection.ca.config, options.espmBin ?? '/usr/bin/espm')
       : undefined;
   const values: IniValues = {
