@@ -16,7 +16,7 @@
 import { Command } from 'commander';
 import { startNodeClassifier } from '../test/support/node-classifier.js';
 import { apiClient, startEspm } from '../test/support/espm.js';
-import { isMain, type BenchResult } from './support.js';
+import { runAlone, type BenchResult } from './support.js';
 
 /** What one launch or termination sent, by `METHOD path-shape` (ids replaced by `:id`). */
 export type RequestCounts = Record<string, number>;
@@ -102,19 +102,7 @@ export async function ncRequestsBench(launches = 5, delayMs = 100): Promise<Benc
   };
 }
 
-async function main(): Promise<void> {
+runAlone(import.meta.url, () => {
   const o = new Command('nc-requests').option('--launches <n>', 'launches measured', '5').option('--delay <ms>', 'ms the double takes per request', '100').parse().opts<{ launches: string; delay: string }>();
-  const result = await ncRequestsBench(Number(o.launches), Number(o.delay));
-  for (const f of result.figures) console.log(`${f.label}: ${f.value} (goal ${f.goal}) ${f.met === true ? 'met' : 'MISSED'}`);
-  console.log(result.raw.join('\n'));
-}
-
-if (isMain(import.meta.url)) {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      console.error(err);
-      process.exit(1);
-    },
-  );
-}
+  return ncRequestsBench(Number(o.launches), Number(o.delay));
+});
