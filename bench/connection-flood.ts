@@ -57,7 +57,7 @@ function openFileLimit(): number {
 }
 
 /** A TLS connection from `from` (handshake done), or null when espm refused it. */
-function openTls(daemon: Daemon, from: string): Promise<TLSSocket | null> {
+export function openTls(daemon: Daemon, from: string): Promise<TLSSocket | null> {
   return new Promise((resolve) => {
     const raw = netConnect({ host: '127.0.0.1', port: daemon.port, localAddress: from });
     raw.on('error', () => undefined);
@@ -72,7 +72,7 @@ function openTls(daemon: Daemon, from: string): Promise<TLSSocket | null> {
 }
 
 /** `attempts` connections from `from`, `batch` at a time; those espm kept are returned. */
-async function flood(daemon: Daemon, from: string, attempts: number, batch: number): Promise<{ kept: TLSSocket[]; refused: number }> {
+export async function flood(daemon: Daemon, from: string, attempts: number, batch: number): Promise<{ kept: TLSSocket[]; refused: number }> {
   const kept: TLSSocket[] = [];
   let refused = 0;
   for (let done = 0; done < attempts; done += batch) {

@@ -36,6 +36,7 @@ import { Command } from 'commander';
 import { caBench } from './ca.js';
 import { discoveryBench } from './discovery.js';
 import { BurstReportSchema, FLOOR_RATIO_GOAL, type BurstReport } from './launch-burst.js';
+import { ncRequestsBench } from './nc-requests.js';
 import { overheadBench } from './overhead.js';
 import { puppetdbBench } from './puppetdb.js';
 import { startupBench } from './startup.js';
@@ -43,7 +44,7 @@ import { assertBuilt, figureLine, loadAverage, machine, printResult, RESULTS_PAT
 
 /** Options of {@link runBenches}. */
 export interface RunOptions {
-  /** Benches to run (default all): startup, overhead, discovery, burst, ca; or burst-boot / burst-ca for one half of burst. */
+  /** Benches to run (default all): startup, overhead, discovery, burst, ca, nc-requests; or burst-boot / burst-ca for one half of burst. */
   only?: readonly string[];
   /** Append the section to bench/RESULTS.md (default true). */
   results?: boolean;
@@ -58,7 +59,7 @@ export interface RunOptions {
 }
 
 /** Every bench, in the order run. */
-export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca', 'puppetdb'] as const;
+export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca', 'puppetdb', 'nc-requests'] as const;
 
 /** The two runs of bench 3, each selectable alone with `--only`: issue #9's slow console boot, issue #8's puppet cert CA. */
 export const BURST_RUNS = ['burst-boot', 'burst-ca'] as const;
@@ -278,6 +279,7 @@ export async function runBenches(options: RunOptions = {}): Promise<BenchResult[
     ['burst', () => launchBurstBench(options.burstMinutes ?? 4, burstRuns, options.burstLaunches ?? 50)],
     ['ca', () => caBench()],
     ['puppetdb', () => puppetdbBench()],
+    ['nc-requests', () => ncRequestsBench()],
   ];
   const results: BenchResult[] = [];
   for (const [name, bench] of plan) {

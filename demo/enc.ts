@@ -22,6 +22,7 @@ import { puppetdbMissing, startPuppetDbStack, type RealPuppetDb } from '../test/
 import { startPuppetserver, type RealPuppetserver, type StartPuppetserverOptions } from '../test/support/puppetserver.js';
 import { action, cleanups, note, redact, say, seconds, step, style } from './narration.js';
 import { createNode, discover, narratedConfig, narratedSetup, narratedStop, presign, printRequestLog, startAndCheck, terminate, verifyCertificate } from './platform.js';
+import { tokenStory } from './token.js';
 
 const GROUP = STORY_ENC_GROUP;
 const CLASS = 'motd';
@@ -58,6 +59,8 @@ export async function encStory(work: string): Promise<void> {
       enc: encLine,
       authRules: [environmentClassesRule('localhost')],
       modules: { motd: motdModule(motdFile), webserver: webserverModule(webFile), dbserver: 'class dbserver { }\n' },
+      // espm_setup writes this policy executable below (token signing, step 4b).
+      autosign: join(work, 'autosign', 'policy'),
     };
     if (withPuppetDb) {
       await chmod(work, 0o711); // PostgreSQL (user postgres) must traverse it: docs/reference/real-puppetdb.md
@@ -89,6 +92,7 @@ export async function encStory(work: string): Promise<void> {
     say('its puppet.conf [server] and auth.conf hold what espm_setup tells the operator to add:', 4);
     say(style.dim('│ ') + 'node_terminus = exec', 6);
     say(style.dim('│ ') + `external_nodes = ${encLine}`, 6);
+    say(style.dim('│ ') + `autosign = ${join(work, 'autosign', 'policy')}`, 6);
     say(style.dim('│ ') + '{ match-request: { path: "/puppet/v3/environment_classes", type: path, method: get }, allow: "localhost", … }', 6);
 
     const espmPort = await freePort();
@@ -151,6 +155,8 @@ export async function encStory(work: string): Promise<void> {
       if (view?.state !== 'active' || view.latest_report_status !== 'changed') throw new Error(`GET /v1/nodes/${name} did not show the first run in PuppetDB: ${JSON.stringify(view)}`);
     }
   });
+
+  await step('4b', 'Token signing: a second server makes its own key', () => tokenStory(platform, master, work, message, GROUP, CLASS));
 
   await step('5', 'Terminate', async () => {
     await terminate(platform, name);

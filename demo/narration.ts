@@ -123,8 +123,11 @@ export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-/** A short, printable form of an answer body: PEMs as one line, never a private key. */
+/** A short, printable form of an answer body: PEMs as one line, never a private key or a challenge password. */
 export function shortForm(value: unknown, key?: string): unknown {
+  if (typeof value === 'string' && (key === 'challenge_password' || key === 'csr_attributes')) {
+    return key === 'challenge_password' ? mask(value) : `(${Buffer.byteLength(value)} bytes of YAML, challenge inside: shown below, masked)`;
+  }
   if (typeof value === 'string') {
     const pem = /^-----BEGIN ([A-Z0-9 ]+)-----/.exec(value);
     const secret = key === 'private_key' || (pem?.[1] ?? '').includes('PRIVATE KEY');

@@ -29,6 +29,8 @@ import { CertificateService } from './service/certificates.js';
 import { DeactivationRetry } from './service/deactivation-retry.js';
 import { NodeService } from './service/nodes.js';
 import { DEACTIVATION, PuppetDbService } from './service/puppetdb.js';
+import { TokenService } from './service/tokens.js';
+import { startTokenSigning, type TokenSigningRuntime } from './autosign/lifecycle.js';
 import { VERSION } from './version.js';
 
 /** What {@link composeDaemon} takes besides the config. */
@@ -57,6 +59,8 @@ export interface Daemon {
   readonly certificates: CertificateService;
   /** PuppetDB at termination; undefined when `[puppetdb] url` is empty. */
   readonly puppetdb: PuppetDbService | undefined;
+  /** Token signing (`"signing": "token"`), on CAs with policy-based autosigning; undefined otherwise. */
+  readonly tokens: TokenService | undefined;
   /**
    * Starts the adapters' background work once espm listens (the console worker, the CA's
    * key pool) and logs whether the console is usable. Never throws.
@@ -102,7 +106,9 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
       ? undefined
       : new DeactivationRetry(puppetdb, { intervalMs: config.puppetdb.retryIntervalMs, maxIntervalMs: config.puppetdb.retryMaxIntervalMs, logger });
   const nodes = new NodeService(classifier, ledger, { cacheTtlMs: config.classifier.cacheTtlMs, logger, ...hook, ...withPuppetDb });
-  const certificates = new CertificateService(ca, ledger, { logger, ...hook, ...withPuppetDb });
+  const tokens = ca.policySigning === undefined ? undefined : new TokenService(ca, ledger, { ttlMs: config.autosign.tokenTtlMs, logger, ...withPuppetDb });
+  const certificates = new CertificateService(ca, ledger, { logger, ...hook, ...withPuppetDb, ...(tokens === undefined ? {} : { tokens }) });
+  let tokenSigning: TokenSigningRuntime | undefined;
   return {
     ledger,
     classifier,
@@ -110,6 +116,7 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
     nodes,
     certificates,
     puppetdb,
+    tokens,
     start() {
       startAdapters(classifier, ca, logger);
       puppetdbAdapter?.start().then(
@@ -117,6 +124,7 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
         (err: unknown) => logger.warn({ puppetdb: puppetdbAdapter.url, error: (err as Error).message }, 'PuppetDB identity not usable; PuppetDB calls will fail until it is'),
       );
       retry?.start();
+      if (tokens !== undefined) tokenSigning ??= startTokenSigning(tokens, config.autosign, logger);
     },
     async reload(next?: Config) {
       if (classifier.reload === undefined) return;
@@ -129,6 +137,7 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
     async close() {
       await retry?.stop();
       await puppetdbAdapter?.close();
+      await tokenSigning?.stop();
       await classifier.close?.();
       ca.close?.();
       await ledger.close();

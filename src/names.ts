@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 import { z } from 'zod';
+import { trustedExtensionsSchema } from './ca/trusted-extensions.js';
 
 /** Longest certname, characters (a DNS name). */
 export const CERTNAME_MAX = 253;
@@ -132,6 +133,9 @@ export const certificateRequestSchema = z.strictObject({
     .max(LIST_MAX, `at most ${LIST_MAX} DNS alt names`)
     .refine((names) => new Set(names).size === names.length, 'must not repeat a name')
     .default([]),
+  extensions: trustedExtensionsSchema.default({}),
+  /** `presigned`: espm makes the key and certificate; `token`: the node signs its own CSR with a one-time challenge. */
+  signing: z.enum(['presigned', 'token']).default('presigned'),
 });
 
 /** A validated certificate request. */

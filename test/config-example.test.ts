@@ -44,7 +44,12 @@ describe('etc/espm.ini.example', () => {
         retryIntervalMs: DEFAULTS.puppetdb.retry_interval * 1000,
         retryMaxIntervalMs: DEFAULTS.puppetdb.retry_max_interval * 1000,
       });
-      expect(config.autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined });
+      expect(config.autosign).toEqual({
+        tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000,
+        fallback: undefined,
+        fallbackTimeoutMs: DEFAULTS.autosign.fallback_timeout * 1000,
+        socket: DEFAULTS.autosign.socket,
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,6 +52,7 @@ describe('parseConfig', () => {
       workerMaxTasks: 1000,
       workerMaxAgeMs: 3_600_000,
       workerIdleRefreshMs: 600_000,
+      workers: availableParallelism(),
     });
     expect(c.ca).toEqual({
       backend: 'puppet-cert',
@@ -192,11 +194,15 @@ describe('parseConfig: reserved sections', () => {
     });
   });
 
-  it('[autosign]: token_ttl (default 2 h) and fallback (absolute path, optional), in ms', () => {
-    expect(parse({}).autosign).toEqual({ tokenTtlMs: 7_200_000, fallback: undefined });
-    expect(parse({ autosign: { token_ttl: '600', fallback: '/usr/local/bin/autosign-policy' } }).autosign).toEqual({
+  it('[autosign]: token_ttl (default 2 h), fallback (absolute path, optional), fallback_timeout (30 s), socket, in ms', () => {
+    expect(parse({}).autosign).toEqual({ tokenTtlMs: 7_200_000, fallback: undefined, fallbackTimeoutMs: 30_000, socket: '/opt/espm/autosign/espm.sock' });
+    expect(
+      parse({ autosign: { token_ttl: '600', fallback: '/usr/local/bin/autosign-policy', fallback_timeout: '5', socket: '/run/espm/a.sock' } }).autosign,
+    ).toEqual({
       tokenTtlMs: 600_000,
       fallback: '/usr/local/bin/autosign-policy',
+      fallbackTimeoutMs: 5000,
+      socket: '/run/espm/a.sock',
     });
     expect(parse({ autosign: { fallback: '' } }).autosign.fallback).toBeUndefined();
   });
@@ -238,13 +244,17 @@ describe('espm.ini of the previous release', () => {
   it.each(['pe-2.x-puppet-cert', 'debian-puppetserver-ca', 'debian-puppetserver-api'])('%s loads with the same Config', async (name) => {
     expect((await readdir(fixtures)).filter((f) => f.endsWith('.ini'))).toHaveLength(3);
     const before = JSON.parse(await readFile(new URL(`${name}.config.json`, fixtures), 'utf8'), (_key, value: unknown) => value ?? undefined);
-    const { puppetdb, autosign, ...config } = await load(name);
+    const { puppetdb, autosign, ...loaded } = await load(name);
+    // [classifier] workers is new (issue #19): its default (the core count) applies.
+    const { workers, ...classifier } = loaded.classifier;
+    expect(workers).toBe(availableParallelism());
+    const config = { ...loaded, classifier };
     // The [server] connection limits and timeouts are new (issue #18): their defaults apply.
     const server = Object.fromEntries(Object.entries(config.server).filter(([key]) => !(key in CONNECTION_DEFAULTS) && key !== 'drainTimeoutMs'));
     expect({ ...config, server, path: before.path }).toEqual(before);
     expect({ ...connectionLimits(config.server), drainTimeoutMs: config.server.drainTimeoutMs }).toEqual({ ...CONNECTION_DEFAULTS, drainTimeoutMs: 15_000 });
     expect(puppetdb).toEqual(PUPPETDB_DEFAULTS);
-    expect(autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined });
+    expect(autosign).toEqual({ tokenTtlMs: DEFAULTS.autosign.token_ttl * 1000, fallback: undefined, fallbackTimeoutMs: DEFAULTS.autosign.fallback_timeout * 1000, socket: DEFAULTS.autosign.socket });
   });
 
   it('still loads with both backends switched to sandbox (the demo\'s edit), the other keys ignored', async () => {

@@ -10,6 +10,7 @@
  */
 import { BackendError } from '../backend.js';
 import type { Receipt } from '../ownership/entries.js';
+import type { TrustedExtension } from './trusted-extensions.js';
 
 /**
  * What the platform orders: a certificate for `certname`. An object, so that trusted
@@ -21,6 +22,8 @@ export interface CertificateOrder {
   certname: string;
   /** Extra DNS subject alt names (validated), possibly empty; `DNS:certname` is added by the CA when not empty. */
   dnsAltNames: readonly string[];
+  /** Trusted extensions to carry into the certificate (validated, sorted by OID), possibly empty. */
+  extensions: readonly TrustedExtension[];
 }
 
 /**
@@ -61,10 +64,65 @@ export class CertificateExistsError extends Error {
   }
 }
 
+/**
+ * What a CA offers for token signing (docs/design.md, "Certificates: …a signing mode where the
+ * key never leaves the node"): puppetserver signs the node's own CSR when the master's policy
+ * executable says yes; espm reads the outcome and removes a CSR it refused. Only CAs with
+ * policy-based autosigning (puppetserver ≥ 6) have it.
+ */
+export interface PolicySigning {
+  /**
+   * The CA certificate (bundle) a node must trust, PEM.
+   *
+   * @throws {@link CaError}
+   */
+  caCertificate(): Promise<string>;
+  /**
+   * The certificate the CA holds as signed for `certname` (PEM), or undefined when it holds
+   * none (nothing, only a CSR, or a revoked one).
+   *
+   * @throws {@link CaError}
+   */
+  signedCertificate(certname: string): Promise<string | undefined>;
+  /**
+   * SHA-256 of the DER of the CSR the CA holds as `requested` for `certname` (colon hex), or
+   * undefined when it holds no pending CSR.
+   *
+   * @throws {@link CaError}
+   */
+  requestedFingerprint(certname: string): Promise<string | undefined>;
+  /**
+   * Discards the CA's pending CSR for `certname`, only while it is the one with `fingerprint`
+   * (the service decided it must go).
+   *
+   * @returns true when it was discarded, false when the CA holds no such CSR
+   * @throws {@link CaError}
+   */
+  discardRequest(certname: string, fingerprint: string): Promise<boolean>;
+  /**
+   * The CSR the CA holds as `requested` for `certname` (PEM), or undefined when none.
+   *
+   * @throws {@link CaError}
+   */
+  requestedCsr(certname: string): Promise<string | undefined>;
+  /**
+   * Signs the CA's pending CSR for `certname` (the service approved exactly that CSR).
+   *
+   * @throws {@link CaError} (e.g. no CSR any more)
+   */
+  signRequest(certname: string): Promise<void>;
+}
+
 /** The Puppet CA espm issues node certificates from. */
 export interface CertificateAuthority {
   /** The backend name of `[ca] backend`. */
   readonly backend: string;
+  /**
+   * Whether the certificates this CA signs can carry trusted extensions
+   * ({@link CertificateOrder.extensions}). When false, the service refuses an order with
+   * extensions (422 `unsupported_extension`) before calling {@link issue}.
+   */
+  readonly carriesExtensions: boolean;
   /**
    * Generates a key and a certificate signed by the CA for `certname`, reads them (and the
    * CA certificate), then removes the node's private key from the master's ssldir unless
@@ -97,6 +155,8 @@ export interface CertificateAuthority {
    * @throws {@link CaError}
    */
   currentFingerprint(certname: string): Promise<string | undefined>;
+  /** Present on CAs that sign a node's own CSR through policy-based autosigning (token signing). */
+  readonly policySigning?: PolicySigning;
   /** Optional: background work to begin once espm listens (puppetserver-api: fill its node key pool). */
   start?(): void;
   /** Optional: releases what the adapter holds (connections, pre-generated keys) when espm stops. */

@@ -50,6 +50,8 @@ async function exists(path: string): Promise<boolean> {
 /** The puppet-cert adapter. */
 export class PuppetCertAuthority implements CertificateAuthority {
   readonly backend = 'puppet-cert';
+  /** `puppet cert generate` (2.7) takes no extension requests: orders with trusted extensions are refused (docs/reference/puppet-ca.md). */
+  readonly carriesExtensions = false;
 
   /**
    * @param config - `[ca]`: puppet, config, ssldir, timeout, keep_private_keys

@@ -40,10 +40,11 @@ import type { Receipt } from '../ownership/entries.js';
 import { PuppetHttpClient, type PuppetHttpAnswer, type PuppetHttpBody } from '../puppet-http/client.js';
 import { PuppetHttpError } from '../puppet-http/errors.js';
 import { readTlsIdentity, resolvePuppetIdentity, type PuppetIdentity } from '../puppet-http/identity.js';
-import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate, type PolicySigning } from './authority.js';
 import { caReceipt, normaliseFingerprint } from './certificate-info.js';
 import { NodeKeyPool } from './node-key-pool.js';
 import { buildNodeRequest, type NodeRequest } from './node-request.js';
+import { ApiPolicySigning } from './puppetserver-api-policy.js';
 
 export { buildNodeRequest, generateNodeRequest, type NodeRequest } from './node-request.js';
 
@@ -79,6 +80,8 @@ export interface CertificateStatus {
 /** The puppetserver-api adapter. */
 export class PuppetserverApiAuthority implements CertificateAuthority {
   readonly backend = 'puppetserver-api';
+  /** In the CSR espm builds (an extensionRequest; src/ca/node-request.ts). */
+  readonly carriesExtensions = true;
 
   /**
    * Where and as whom to connect: the `[ca] api_*` keys, the missing ones asked once from
@@ -92,6 +95,12 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
   private current: PuppetHttpClient | undefined;
   /** Node keys generated ahead of need (`[ca] key_pool`, `[ca] key_bits`). */
   readonly keys: NodeKeyPool;
+  /** Token signing: puppetserver runs the master's policy executable for a node's own CSR. */
+  readonly policySigning: PolicySigning = new ApiPolicySigning({
+    status: (certname) => this.status(certname),
+    fetchPem: (name) => this.fetchPem(name),
+    call: (method, path, body) => this.call(method, path, body),
+  });
 
   /**
    * @param config - `[ca]`: api_url, api_cert, api_key, api_ca, key_bits, key_pool, timeout
@@ -216,11 +225,11 @@ export class PuppetserverApiAuthority implements CertificateAuthority {
   }
 
   /** Submits a CSR made in memory, signs it, fetches the certificate; rolls back at the CA on failure. */
-  async issue({ certname, dnsAltNames }: CertificateOrder): Promise<IssuedCertificate> {
+  async issue({ certname, dnsAltNames, extensions }: CertificateOrder): Promise<IssuedCertificate> {
     const started = Date.now();
     // The CA certificate first: no state changes yet if the CA is unreachable.
     const caCertificate = await this.fetchPem('ca');
-    const request = await buildNodeRequest(certname, dnsAltNames, await this.keys.take());
+    const request = await buildNodeRequest(certname, dnsAltNames, await this.keys.take(), extensions);
     const name = encodeURIComponent(certname);
     let submitted: ApiAnswer;
     try {

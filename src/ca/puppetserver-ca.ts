@@ -12,13 +12,20 @@
  *   `public_keys/` copies survive and block a later generate, so espm removes them;
  * - `list --certname NAME --format json` gives the CA's view with SHA-256 fingerprints.
  *
+ * Token signing (`"signing": "token"`) needs what the CLI cannot give (a pending CSR's PEM, a
+ * signed certificate's PEM, a CSR removed only while it is the one espm refused): it uses the
+ * CA HTTP API `puppetserver ca` itself talks to, as the master (hostcert, hostprivkey and
+ * localcacert from puppet.conf), through the puppetserver-api adapter's {@link PolicySigning}.
+ *
  * @packageDocumentation
  */
 import { rm } from 'node:fs/promises';
 import type { CaConfig } from '../config.js';
 import type { CommandRunner } from '../exec/command.js';
 import type { Logger } from '../logger.js';
-import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
+import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate, type PolicySigning } from './authority.js';
+import { PuppetserverApiAuthority } from './puppetserver-api.js';
+import { withCsrAttributes } from './csr-attributes.js';
 import { collectIssued, nodeFiles, runCaCommand, ssldirLookup, type CaOutput } from './ssldir.js';
 
 /** Messages of `puppetserver ca` (puppetserver-ca-cli 2.x). */
@@ -40,6 +47,12 @@ interface ListedCertificate {
 /** The puppetserver-ca adapter. */
 export class PuppetserverCaAuthority implements CertificateAuthority {
   readonly backend = 'puppetserver-ca';
+  /** Through a per-call `csr_attributes` (docs/reference/modern-puppet.md). */
+  readonly carriesExtensions = true;
+  /** Token signing over the CA HTTP API, as the master (see the module comment). */
+  readonly policySigning: PolicySigning;
+  /** The CA HTTP API as the master: only its {@link PolicySigning} is used (no node keys, no pool). */
+  private readonly api: PuppetserverApiAuthority;
 
   /**
    * @param config - `[ca]`: puppetserver, puppet, config, ssldir, timeout, keep_private_keys
@@ -52,12 +65,24 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
     private readonly logger?: Logger,
   ) {
     this.resolveSsldir = ssldirLookup(config, runner, ['config', 'print', 'ssldir', '--section', 'server']);
+    // Where and as whom: puppet's ca_server/ca_port, hostcert, hostprivkey, localcacert.
+    this.api = new PuppetserverApiAuthority(
+      { ...config, backend: 'puppetserver-api', keyPool: 0, apiUrl: undefined, apiCert: undefined, apiKey: undefined, apiCa: undefined },
+      runner,
+      logger,
+    );
+    this.policySigning = this.api.policySigning;
   }
 
-  private ca(args: string[], what: string): Promise<CaOutput> {
+  /** Closes the connections to the CA API (token signing). */
+  close(): void {
+    this.api.close();
+  }
+
+  private ca(args: string[], what: string, config = this.config.config): Promise<CaOutput> {
     return runCaCommand(
       this.runner,
-      { file: this.config.puppetserver, args: ['ca', ...args, '--config', this.config.config], timeoutMs: this.config.timeoutMs },
+      { file: this.config.puppetserver, args: ['ca', ...args, '--config', config], timeoutMs: this.config.timeoutMs },
       what,
     );
   }
@@ -65,11 +90,14 @@ export class PuppetserverCaAuthority implements CertificateAuthority {
   /** The master's ssldir: `[ca] ssldir`, else asked once with `puppet config print ssldir --section server`. */
   readonly resolveSsldir: () => Promise<string>;
 
-  async issue({ certname, dnsAltNames }: CertificateOrder): Promise<IssuedCertificate> {
+  /** `puppetserver ca generate`; trusted extensions through a per-call puppet.conf and `csr_attributes` (src/ca/csr-attributes.ts). */
+  async issue({ certname, dnsAltNames, extensions }: CertificateOrder): Promise<IssuedCertificate> {
     const ssldir = await this.resolveSsldir();
     const args = ['generate', '--certname', certname];
     if (dnsAltNames.length > 0) args.push('--subject-alt-names', dnsAltNames.join(','));
-    const out = await this.ca(args, `puppetserver ca generate ${certname}`);
+    const out = await withCsrAttributes(this.config.config, extensions, (config) =>
+      this.ca(args, `puppetserver ca generate ${certname}`, config),
+    );
     if (out.exitCode !== 0) {
       if (PUPPETSERVER_CA_MESSAGES.exists.test(out.text)) throw new CertificateExistsError(out.text);
       throw new CaError('failed', `puppetserver ca generate ${certname} exited ${out.exitCode}`, out.text);

@@ -21,7 +21,7 @@
  *
  * Node certificates: CN = certname; subject alt names DNS:certname then the requested DNS
  * alt names; key usage digitalSignature + keyEncipherment, extended key usage serverAuth +
- * clientAuth; valid from one day back (clock skew, as Puppet does) to five years ahead;
+ * clientAuth; the order's trusted extensions (src/ca/extension-encoding.ts); valid from one day back (clock skew, as Puppet does) to five years ahead;
  * SHA-256 signatures; PEM with LF line endings.
  *
  * @packageDocumentation
@@ -37,6 +37,7 @@ import { isCertname } from '../names.js';
 import type { Receipt } from '../ownership/entries.js';
 import { CaError, CertificateExistsError, type CertificateAuthority, type CertificateOrder, type IssuedCertificate } from './authority.js';
 import { caReceipt, certificateInfo } from './certificate-info.js';
+import { forgeExtensions } from './extension-encoding.js';
 
 /** Directory of the sandbox CA inside `[state] dir`. */
 export const SANDBOX_CA_DIR = join('sandbox', 'ca');
@@ -65,12 +66,8 @@ export interface SandboxRevocation {
   revoked_at: string;
 }
 
-const revokedSchema = z.object({
-  format: z.literal(SANDBOX_REVOKED_FORMAT),
-  revoked: z.array(
-    z.object({ serial: z.string(), certname: z.string(), fingerprint_sha256: z.string(), revoked_at: z.string() }),
-  ),
-});
+const revocationSchema = z.object({ serial: z.string(), certname: z.string(), fingerprint_sha256: z.string(), revoked_at: z.string() });
+const revokedSchema = z.object({ format: z.literal(SANDBOX_REVOKED_FORMAT), revoked: z.array(revocationSchema) });
 
 /** Paths of the sandbox CA's files. */
 export interface SandboxCaFiles {
@@ -143,12 +140,10 @@ function generateKeyPair(bits: number): Promise<ForgeTypes.pki.rsa.KeyPair> {
 }
 
 async function readIfExists(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+  return readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
     throw err;
-  }
+  });
 }
 
 /**
@@ -187,6 +182,8 @@ export interface SandboxCaOptions {
 export class SandboxCertificateAuthority implements CertificateAuthority {
   /** `[ca] backend = sandbox`. */
   readonly backend = 'sandbox';
+  /** Its own CA signs what it is given. */
+  readonly carriesExtensions = true;
   /** Paths of the CA's files. */
   readonly files: SandboxCaFiles;
   private readonly keyBits: number;
@@ -226,8 +223,8 @@ export class SandboxCertificateAuthority implements CertificateAuthority {
     });
   }
 
-  private async write(path: string, content: string, mode = 0o600): Promise<void> {
-    await writeFileAtomic(path, content, { mode, fsync: true });
+  private write(path: string, content: string, mode = 0o600): Promise<void> {
+    return writeFileAtomic(path, content, { mode, fsync: true });
   }
 
   /** Refuses a name that is not a certname (it becomes a file name). */
@@ -305,14 +302,14 @@ export class SandboxCertificateAuthority implements CertificateAuthority {
    * first when absent); keeps the certificate as `signed/NAME.pem` and a line in
    * `inventory.txt`; never stores the private key.
    *
-   * @param order - certname (the CN) and extra DNS subject alt names, after DNS:certname
-   *   (duplicates once)
+   * @param order - certname (the CN), extra DNS subject alt names after DNS:certname
+   *   (duplicates once), trusted extensions
    * @returns certificate, private key (PKCS#1 PEM) and CA certificate, LF line endings; the receipt
    * @throws {@link CertificateExistsError} when `signed/NAME.pem` exists
    * @throws {@link CaError} `failed` when `certname` is not a certname or a file cannot be
    *   read or written
    */
-  async issue({ certname, dnsAltNames }: CertificateOrder): Promise<IssuedCertificate> {
+  async issue({ certname, dnsAltNames, extensions }: CertificateOrder): Promise<IssuedCertificate> {
     this.checkCertname(certname);
     return this.exclusive(`issuing a certificate for ${certname}`, async () => {
       const ca = await this.loadCa();
@@ -339,6 +336,7 @@ export class SandboxCertificateAuthority implements CertificateAuthority {
         { name: 'subjectAltName', altNames: altNames.map((value) => ({ type: 2, value })) },
         { name: 'subjectKeyIdentifier' },
         { name: 'authorityKeyIdentifier', keyIdentifier: ca.certificate.generateSubjectKeyIdentifier().getBytes() },
+        ...forgeExtensions(forge, extensions),
       ]);
       cert.sign(ca.key, forge.md.sha256.create());
       const certificate = lf(forge.pki.certificateToPem(cert));

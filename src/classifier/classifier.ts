@@ -106,6 +106,14 @@ export interface Classifier {
    */
   delete(name: string, receipt: Receipt | null): Promise<'deleted' | 'absent'>;
   /**
+   * Registers a listener told of a list the adapter learned on its own (the dashboard-rake
+   * worker's start-up self-check runs `nodegroup:list`), so the service's list cache can serve
+   * it instead of asking again. Optional; called at most once per learned list.
+   *
+   * @param listener - gets which list (`groups` or `classes`) and its names, sorted
+   */
+  onListLearned?(listener: (list: 'groups' | 'classes', names: string[]) => void): void;
+  /**
    * Checks the console and prepares what the adapter keeps running (the dashboard-rake
    * console worker) at start-up rather than at the first call.
    *

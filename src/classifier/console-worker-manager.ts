@@ -6,11 +6,12 @@
  * @packageDocumentation
  */
 import { Mutex } from 'async-mutex';
-import type { WorkerSpawner } from '../exec/worker.js';
-import type { Logger } from '../logger.js';
 import { ClassifierError } from './classifier.js';
 import { ConsoleWorker, WorkerTaskError, writeWorkerProgram, type ConsoleWorkerOptions, type WorkerStartError } from './console-worker.js';
 import { describeDifference, type RakeOutput } from './dashboard-rake-tasks.js';
+import type { ConsoleTaskRunner, ConsoleWorkerManagerOptions, ConsoleWorkerSettings, ConsoleWorkerStatus } from './console-worker-settings.js';
+
+export type { ConsoleTaskRunner, ConsoleWorkerManagerOptions, ConsoleWorkerSettings, ConsoleWorkerStatus } from './console-worker-settings.js';
 
 /** The list task run both ways by the start-up self-check. */
 export const SELF_CHECK_TASK = 'nodegroup:list';
@@ -18,57 +19,6 @@ export const SELF_CHECK_TASK = 'nodegroup:list';
 export const WORKER_RETRY_MS = 60_000;
 /** The least time a worker gets to load and boot, ms, however short the task timeout. */
 export const WORKER_MIN_START_MS = 30_000;
-
-/** Settings of {@link ConsoleWorkerManager} (from `[classifier]`). */
-export interface ConsoleWorkerSettings {
-  /** Absolute path of the console's Ruby. */
-  ruby: string;
-  /** Absolute path of the console's Rakefile. */
-  rakefile: string;
-  /** `RAILS_ENV`. */
-  railsEnv: string;
-  /** The console's directory. */
-  cwd: string;
-  /** Deadline of one task, ms (the worker is killed when it passes). */
-  timeoutMs: number;
-  /** Tasks one worker runs before it is replaced. */
-  maxTasks: number;
-  /** Age at which a worker is replaced, ms. */
-  maxAgeMs: number;
-  /** Idle time after which the database connection is refreshed before a task, ms. */
-  idleRefreshMs: number;
-}
-
-/** Collaborators of {@link ConsoleWorkerManager}. */
-export interface ConsoleWorkerManagerOptions {
-  settings: ConsoleWorkerSettings;
-  /** Directory the worker program is written to (`[state] dir`). */
-  scriptDir: string;
-  /** Starts worker processes (src/exec). */
-  spawner: WorkerSpawner;
-  /**
-   * Runs a task as its own rake process (the fall-back, and the other side of the
-   * self-check); throws {@link ClassifierError} for timeouts and start failures.
-   */
-  runProcess: (task: string, args: readonly string[]) => Promise<RakeOutput>;
-  logger?: Logger;
-  /** Clock, ms; default `Date.now`. */
-  now?: () => number;
-}
-
-/** The manager's state, for logs and status. */
-export interface ConsoleWorkerStatus {
-  /**
-   * `ready`: a verified worker is running · `idle`: none running now (one starts with the
-   * next call) · `unavailable`: starting failed, calls run processes until a retry ·
-   * `disabled`: the self-check failed, every call runs a process · `closed`.
-   */
-  state: 'ready' | 'idle' | 'unavailable' | 'disabled' | 'closed';
-  /** The running worker's pid. */
-  pid?: number;
-  /** Why it is unavailable or disabled. */
-  reason?: string;
-}
 
 /**
  * Runs console tasks in one warm worker at a time (issue #9):
@@ -104,6 +54,7 @@ export class ConsoleWorkerManager {
   constructor(private readonly options: ConsoleWorkerManagerOptions) {
     this.settings = options.settings;
     this.now = options.now ?? Date.now;
+    this.verified = options.checked === true;
   }
 
   /** The current state. */
@@ -147,38 +98,62 @@ export class ConsoleWorkerManager {
   async run(task: string, args: readonly string[], readOnly: boolean): Promise<RakeOutput> {
     // The worker parses key=value as rake 0.8.7 does (no newline in a value): anything else
     // is left to rake itself.
-    if (this.closed || this.disabledReason !== undefined || args.some((a) => a.includes('\n'))) {
-      return this.options.runProcess(task, args);
-    }
-    const outcome = await this.mutex.runExclusive(async (): Promise<{ output: RakeOutput } | { fallback: string }> => {
-      const worker = await this.usableWorker();
-      if (worker === undefined) return { fallback: this.status().reason ?? 'no console worker' };
-      try {
-        const output = await worker.run(task, args, this.settings.timeoutMs);
-        this.afterTask(worker);
-        return { output };
-      } catch (err) {
-        if (!(err instanceof WorkerTaskError)) throw err;
-        this.discard(worker, `rake ${task}: ${err.message}`, err.detail);
-        if (err.kind === 'timeout') {
-          throw new ClassifierError(
-            'timeout',
-            `the console's rake ${task} did not finish within ${this.settings.timeoutMs / 1000} s; the console worker running it was killed`,
-          );
-        }
-        if (!err.started || readOnly) return { fallback: err.message };
+    if (this.processOnly(args)) return this.options.runProcess(task, args);
+    const outcome = await this.mutex.runExclusive(() => this.attempt(task, args, readOnly));
+    return this.settle(task, args, outcome);
+  }
+
+  /**
+   * Runs several tasks back to back in this manager's worker: no other caller's task runs in
+   * it between them (a launch's `node:add` and its parameters task). Each task is run as
+   * {@link ConsoleWorkerManager.run} runs it (a fall-back to a process included).
+   *
+   * @param body - gets the runner for its tasks; its result is returned
+   * @throws whatever `body` throws
+   */
+  async session<T>(body: (run: ConsoleTaskRunner) => Promise<T>): Promise<T> {
+    const unlocked: ConsoleTaskRunner = (task, args, readOnly) =>
+      this.processOnly(args) ? this.options.runProcess(task, args) : this.attempt(task, args, readOnly).then((o) => this.settle(task, args, o));
+    if (this.closed || this.disabledReason !== undefined) return body((task, args) => this.options.runProcess(task, args));
+    return this.mutex.runExclusive(() => body(unlocked));
+  }
+
+  /** Whether a task must run as a process whatever the worker's state. */
+  private processOnly(args: readonly string[]): boolean {
+    return this.closed || this.disabledReason !== undefined || args.some((a) => a.includes('\n'));
+  }
+
+  /** The answer of an attempt, or the task run as a process when the attempt fell back. */
+  private settle(task: string, args: readonly string[], outcome: { output: RakeOutput } | { fallback: string }): Promise<RakeOutput> | RakeOutput {
+    if (!('fallback' in outcome)) return outcome.output;
+    this.options.logger?.debug({ task, reason: outcome.fallback }, 'console task runs as its own process');
+    return this.options.runProcess(task, args);
+  }
+
+  /** One task in the worker (under the mutex): its answer, or why it falls back to a process. */
+  private async attempt(task: string, args: readonly string[], readOnly: boolean): Promise<{ output: RakeOutput } | { fallback: string }> {
+    const worker = await this.usableWorker();
+    if (worker === undefined) return { fallback: this.status().reason ?? 'no console worker' };
+    try {
+      const output = await worker.run(task, args, this.settings.timeoutMs);
+      this.afterTask(worker);
+      return { output };
+    } catch (err) {
+      if (!(err instanceof WorkerTaskError)) throw err;
+      this.discard(worker, `rake ${task}: ${err.message}`, err.detail);
+      if (err.kind === 'timeout') {
         throw new ClassifierError(
-          'interrupted',
-          `the console worker died while running rake ${task} (${err.message}): whether it took effect is unknown`,
-          err.detail,
+          'timeout',
+          `the console's rake ${task} did not finish within ${this.settings.timeoutMs / 1000} s; the console worker running it was killed`,
         );
       }
-    });
-    if ('fallback' in outcome) {
-      this.options.logger?.debug({ task, reason: outcome.fallback }, 'console task runs as its own process');
-      return this.options.runProcess(task, args);
+      if (!err.started || readOnly) return { fallback: err.message };
+      throw new ClassifierError(
+        'interrupted',
+        `the console worker died while running rake ${task} (${err.message}): whether it took effect is unknown`,
+        err.detail,
+      );
     }
-    return outcome.output;
   }
 
   /**
@@ -312,6 +287,7 @@ export class ConsoleWorkerManager {
       throw new Error(this.disabledReason);
     }
     this.verified = true;
+    this.options.onSelfCheck?.(SELF_CHECK_TASK, answer);
     this.options.logger?.info({ pid: worker.pid, check: SELF_CHECK_TASK }, 'console worker checked: answers as a rake process does');
     return worker;
   }

@@ -24,11 +24,13 @@
  *
  * @packageDocumentation
  */
+import { Semaphore } from 'async-mutex';
 import { BackendError, onceUntilFailure, outcomeUnknown, runBackendCommand } from '../backend.js';
 import type { CommandRunner } from '../exec/command.js';
 import { ExecaWorkerSpawner, type WorkerSpawner } from '../exec/worker.js';
 import type { Logger } from '../logger.js';
-import { ConsoleWorkerManager, type ConsoleWorkerStatus } from './console-worker-manager.js';
+import { ConsoleWorkerManager, SELF_CHECK_TASK, type ConsoleTaskRunner, type ConsoleWorkerStatus } from './console-worker-manager.js';
+import { ConsoleWorkerPool } from './console-worker-pool.js';
 import { ClassifierError, NodeExistsError, type Classification, type Classifier, type Receipt } from './classifier.js';
 import {
   CONSOLE_MESSAGES,
@@ -57,6 +59,8 @@ export interface DashboardRakeSettings {
   timeoutMs: number;
   /** Whether the warm console worker is used. */
   worker: boolean;
+  /** Console tasks run at once: warm workers (worker on), or rake processes (worker off). */
+  workers: number;
   /** Absolute path of the console's Ruby (for the worker). */
   ruby: string;
   /** Tasks one worker runs before it is replaced. */
@@ -94,8 +98,16 @@ export interface ConsoleTasks {
 export class DashboardRakeClassifier implements Classifier {
   readonly backend = 'dashboard-rake';
   private readonly logger: Logger | undefined;
-  /** The warm console worker; undefined when `[classifier] worker = off` (or no state dir). */
-  private readonly workers: ConsoleWorkerManager | undefined;
+  /** The warm console workers; undefined when `[classifier] worker = off` (or no state dir). */
+  private readonly pool: ConsoleWorkerPool | undefined;
+  /** Caps the rake processes running at once at `[classifier] workers`. */
+  private readonly processes: Semaphore;
+  /** Told of lists learned without being asked (the self-check's `nodegroup:list`). */
+  private readonly listListeners: Array<(list: 'groups' | 'classes', names: string[]) => void> = [];
+  /** The warm-up under way, if any (a group list asked meanwhile waits for its self-check). */
+  private warming: Promise<unknown> | undefined;
+  /** The self-check's group list (served only to callers that waited on the warm-up). */
+  private learnedGroups: string[] | undefined;
 
   /**
    * @param config - `[classifier]`: rake, rakefile, railsEnv, cwd, timeoutMs, worker, ruby, worker*
@@ -108,24 +120,28 @@ export class DashboardRakeClassifier implements Classifier {
     options: DashboardRakeOptions = {},
   ) {
     this.logger = options.logger;
+    this.processes = new Semaphore(config.workers);
     if (config.worker && options.stateDir !== undefined) {
-      this.workers = new ConsoleWorkerManager({
-        settings: {
-          ruby: config.ruby,
-          rakefile: config.rakefile,
-          railsEnv: config.railsEnv,
-          cwd: config.cwd,
-          timeoutMs: config.timeoutMs,
-          maxTasks: config.workerMaxTasks,
-          maxAgeMs: config.workerMaxAgeMs,
-          idleRefreshMs: config.workerIdleRefreshMs,
-        },
-        scriptDir: options.stateDir,
-        spawner: options.spawner ?? new ExecaWorkerSpawner(options.logger),
-        runProcess: (task, args) => this.rakeProcess(task, args),
-        ...(options.logger === undefined ? {} : { logger: options.logger }),
-        ...(options.now === undefined ? {} : { now: options.now }),
-      });
+      const manager = (index: number) =>
+        new ConsoleWorkerManager({
+          settings: {
+            ruby: config.ruby,
+            rakefile: config.rakefile,
+            railsEnv: config.railsEnv,
+            cwd: config.cwd,
+            timeoutMs: config.timeoutMs,
+            maxTasks: config.workerMaxTasks,
+            maxAgeMs: config.workerMaxAgeMs,
+            idleRefreshMs: config.workerIdleRefreshMs,
+          },
+          scriptDir: options.stateDir!,
+          spawner: options.spawner ?? new ExecaWorkerSpawner(options.logger),
+          runProcess: (task, args) => this.rakeProcess(task, args),
+          ...(options.logger === undefined ? {} : { logger: options.logger }),
+          ...(options.now === undefined ? {} : { now: options.now }),
+          ...(index === 0 ? { onSelfCheck: (task: string, answer: RakeOutput) => this.learned(task, answer) } : { checked: true }),
+        });
+      this.pool = new ConsoleWorkerPool(Array.from({ length: config.workers }, (_, i) => manager(i)));
     }
   }
 
@@ -148,19 +164,39 @@ export class DashboardRakeClassifier implements Classifier {
    * @returns `{ worker: <state>, worker_pid?, worker_reason? }`
    */
   async warmUpWorker(): Promise<Record<string, unknown>> {
-    if (this.workers === undefined) return { worker: this.config.worker ? 'off (no state directory)' : 'off' };
-    const status = await this.workers.warmUp();
-    return { worker: status.state, ...(status.pid === undefined ? {} : { worker_pid: status.pid }), ...(status.reason === undefined ? {} : { worker_reason: status.reason }) };
+    if (this.pool === undefined) return { worker: this.config.worker ? 'off (no state directory)' : 'off' };
+    const firstWarm = this.pool.firstWarmUp();
+    this.warming = firstWarm;
+    void firstWarm.then(() => {
+      if (this.warming === firstWarm) this.warming = undefined;
+    });
+    const { first, ready } = await this.pool.warmUp();
+    return {
+      worker: first.state,
+      ...(this.config.workers > 1 ? { workers_ready: ready } : {}),
+      ...(first.pid === undefined ? {} : { worker_pid: first.pid }),
+      ...(first.reason === undefined ? {} : { worker_reason: first.reason }),
+    };
   }
 
-  /** Ends the console worker, if any; later calls run processes. */
+  /** Ends the console workers, if any; later calls run processes. */
   async close(): Promise<void> {
-    await this.workers?.close();
+    await this.pool?.close();
   }
 
-  /** The console worker's state (`off` when it is not used). */
+  /** The (first) console worker's state (`off` when it is not used). */
   workerStatus(): ConsoleWorkerStatus | { state: 'off' } {
-    return this.workers?.status() ?? { state: 'off' };
+    return this.pool?.status() ?? { state: 'off' };
+  }
+
+  /** Runs tasks back to back in one worker (no other caller's task between them), or as processes. */
+  private async inSequence<T>(body: (rake: (task: string, args?: Readonly<Record<string, string>>) => Promise<RakeOutput>) => Promise<T>): Promise<T> {
+    if (this.pool === undefined) {
+      // As processes: the run holds one process slot throughout, so a launch's parameters task
+      // runs right behind its node:add rather than behind every other launch's queued node:add.
+      return this.processes.runExclusive(() => body((task, args) => this.rakeVia(undefined, task, args, true)));
+    }
+    return this.pool.session((run) => body((task, args) => this.rakeVia(run, task, args)));
   }
 
   /**
@@ -171,13 +207,16 @@ export class DashboardRakeClassifier implements Classifier {
    * @param args - `key=value` arguments, each its own argv element
    * @throws {@link ClassifierError} `timeout`, `unavailable` or `interrupted`
    */
-  async rake(task: string, args: Readonly<Record<string, string>> = {}): Promise<RakeOutput> {
+  rake(task: string, args: Readonly<Record<string, string>> = {}): Promise<RakeOutput> {
+    const pool = this.pool;
+    return this.rakeVia(pool === undefined ? undefined : (t, a, r) => pool.run(t, a, r), task, args);
+  }
+
+  /** Runs one task through `via` (a worker's runner) or, without one, as a process; logs it. */
+  private async rakeVia(via: ConsoleTaskRunner | undefined, task: string, args: Readonly<Record<string, string>> = {}, slotHeld = false): Promise<RakeOutput> {
     const argv = Object.entries(args).map(([key, value]) => `${key}=${value}`);
     const started = process.hrtime.bigint();
-    const result =
-      this.workers !== undefined && task !== '-T'
-        ? await this.workers.run(task, argv, READ_ONLY_TASKS.has(task))
-        : await this.rakeProcess(task, argv);
+    const result = via !== undefined && task !== '-T' ? await via(task, argv, READ_ONLY_TASKS.has(task)) : await this.rakeProcess(task, argv, slotHeld);
     const ms = Number((process.hrtime.bigint() - started) / 1_000_000n);
     this.logger?.debug({ task, exit: result.exitCode, ms }, 'console task finished');
     return { exitCode: result.exitCode, stdout: dropInDirectoryLines(result.stdout), stderr: dropInDirectoryLines(result.stderr) };
@@ -189,16 +228,18 @@ export class DashboardRakeClassifier implements Classifier {
    *
    * @param task - the task (or `-T`)
    * @param args - `key=value` argv elements
+   * @param slotHeld - the caller holds a process slot already (a run of tasks); default false: wait for one (`[classifier] workers` at once)
    * @throws {@link ClassifierError} `timeout` or `unavailable`
    */
-  async rakeProcess(task: string, args: readonly string[]): Promise<RakeOutput> {
+  async rakeProcess(task: string, args: readonly string[], slotHeld = false): Promise<RakeOutput> {
     const argv = ['-s', '-f', this.config.rakefile, `RAILS_ENV=${this.config.railsEnv}`, task, ...args];
-    const result = await runBackendCommand(
+    const spawn = () => runBackendCommand(
       this.runner,
       { file: this.config.rake, args: argv, cwd: this.config.cwd, timeoutMs: this.config.timeoutMs, env: { RAILS_ENV: this.config.railsEnv } },
       `the console's rake ${task}`,
       (failure, message, output) => new ClassifierError(failure, message, consoleOutput({ exitCode: -1, stdout: output ?? '', stderr: '' })),
     );
+    const result = slotHeld ? await spawn() : await this.processes.runExclusive(spawn);
     return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr };
   }
 
@@ -224,7 +265,26 @@ export class DashboardRakeClassifier implements Classifier {
     return { names, parameters: parameterDialect(names) };
   });
 
+  /** @inheritDoc */
+  onListLearned(listener: (list: 'groups' | 'classes', names: string[]) => void): void {
+    this.listListeners.push(listener);
+  }
+
+  /** Keeps and announces the passed self-check's answer (a successful group list). */
+  private learned(task: string, answer: RakeOutput): void {
+    if (task !== SELF_CHECK_TASK || answer.exitCode !== 0) return;
+    const names = parseNameList(dropInDirectoryLines(answer.stdout));
+    this.learnedGroups = names;
+    for (const listener of this.listListeners) listener('groups', [...names]);
+  }
+
   private async list(task: string): Promise<string[]> {
+    if (task === SELF_CHECK_TASK && this.warming !== undefined) {
+      // The self-check is running this very task: wait for its answer rather than queue a third run.
+      await this.warming;
+      const names = this.learnedGroups;
+      if (names !== undefined) return [...names];
+    }
     const out = await this.rake(task);
     if (out.exitCode !== 0) {
       throw new ClassifierError('failed', `rake ${task} exited ${out.exitCode}`, consoleOutput(out));
@@ -262,28 +322,36 @@ export class DashboardRakeClassifier implements Classifier {
     const args: Record<string, string> = { name };
     if (classification.groups.length > 0) args['groups'] = classification.groups.join(',');
     if (classification.classes.length > 0) args['classes'] = classification.classes.join(',');
-    const out = await this.rake('node:add', args);
-    const text = consoleOutput(out);
-    if (out.exitCode !== 0 && CONSOLE_MESSAGES.nodeExists.test(text)) throw new NodeExistsError(text);
-    if (out.exitCode !== 0 || !CONSOLE_MESSAGES.nodeCreated.test(text)) {
-      throw new ClassifierError('failed', `rake node:add exited ${out.exitCode}`, text);
-    }
-    if (Object.keys(classification.parameters).length > 0) {
-      try {
-        await this.setParameters(name, classification.parameters);
-      } catch (err) {
-        throw await this.rollBack(name, err as Error);
+    // Known before a process slot or a worker is held (rake -T needs a slot of its own).
+    if (Object.keys(classification.parameters).length > 0) await this.consoleTasks();
+    // node:add and the parameters task run back to back in one worker; a rollback runs after.
+    const failure = await this.inSequence(async (rake) => {
+      const out = await rake('node:add', args);
+      const text = consoleOutput(out);
+      if (out.exitCode !== 0 && CONSOLE_MESSAGES.nodeExists.test(text)) throw new NodeExistsError(text);
+      if (out.exitCode !== 0 || !CONSOLE_MESSAGES.nodeCreated.test(text)) {
+        throw new ClassifierError('failed', `rake node:add exited ${out.exitCode}`, text);
       }
-    }
+      if (Object.keys(classification.parameters).length === 0) return undefined;
+      return this.setParameters(name, classification.parameters, rake).then(
+        () => undefined,
+        (err: unknown) => err as Error,
+      );
+    });
+    if (failure !== undefined) throw await this.rollBack(name, failure);
     return {};
   }
 
   /** Sets a node's parameters with the console's parameters task. */
-  private async setParameters(name: string, parameters: Readonly<Record<string, string>>): Promise<void> {
+  private async setParameters(
+    name: string,
+    parameters: Readonly<Record<string, string>>,
+    rake: (task: string, args: Readonly<Record<string, string>>) => Promise<RakeOutput>,
+  ): Promise<void> {
     const { parameters: dialect } = await this.consoleTasks();
     if (dialect.task === undefined) throw new ClassifierError('failed', 'this console has no task to set node parameters');
     const variables = dialect.task === 'node:variables';
-    const out = await this.rake(dialect.task, { name, [variables ? 'variables' : 'parameters']: encodeParameters(parameters, variables) });
+    const out = await rake(dialect.task, { name, [variables ? 'variables' : 'parameters']: encodeParameters(parameters, variables) });
     const text = consoleOutput(out);
     if (out.exitCode === 0 && CONSOLE_MESSAGES.parametersEdited.test(text)) return;
     throw new ClassifierError('failed', `rake ${dialect.task} exited ${out.exitCode}`, text);

@@ -53,6 +53,7 @@ export function espmCommand(hooks: DaemonHooks = {}): Command {
     });
   program.addCommand(ledgerCommand());
   program.addCommand(encCommand());
+  program.addCommand(autosignCommand());
   return program;
 }
 
@@ -70,6 +71,24 @@ function encCommand(): Command {
     .action(async (args: string[]) => {
       const { runEnc } = await import('./enc.js');
       process.exitCode = await runEnc(args);
+    });
+}
+
+/**
+ * `espm autosign`: the master's policy executable for token signing (src/cli/autosign.ts,
+ * imported only when run). bin/espm runs it before loading this module; this entry is for
+ * `espm --help` and callers of espmCommand().
+ */
+function autosignCommand(): Command {
+  return new Command('autosign')
+    .description("policy executable for puppetserver's [server] autosign (token signing): CSR on stdin, exit 0 = sign; asks the espm daemon")
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[args...]', '[-s SOCKET] CERTNAME')
+    .action(async (args: string[]) => {
+      const { runAutosign } = await import('./autosign.js');
+      process.exitCode = await runAutosign(args);
     });
 }
 

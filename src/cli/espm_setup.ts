@@ -125,6 +125,7 @@ async function runSetup(options: SetupCliOptions): Promise<number> {
   console.error(`espm_setup: ${detection.summary}`);
   // stdout stays what the platform is given; the operator's Puppet steps go with the summary.
   if (plan.enc !== undefined) process.stderr.write(plan.enc.instructions);
+  if (plan.autosign !== undefined) process.stderr.write(plan.autosign.instructions);
   for (const line of detection.instructions ?? []) console.error(`espm_setup: ${line}`);
   return 0;
 }

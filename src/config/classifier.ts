@@ -8,6 +8,7 @@
  *
  * @packageDocumentation
  */
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { backendSection } from './backend-section.js';
@@ -40,6 +41,7 @@ const dashboardRakeKeys = {
   cwd: absolutePath.default(d.cwd),
   worker: flag.default(d.worker),
   ruby: absolutePath.optional(),
+  workers: z.coerce.number().int('must be a whole number').min(0, 'must be 0 (the core count) or more').max(64, 'must be at most 64').default(d.workers),
   worker_max_tasks: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').default(d.worker_max_tasks),
   worker_max_age: seconds(1).default(d.worker_max_age),
   worker_idle_refresh: seconds(1).default(d.worker_idle_refresh),
@@ -59,6 +61,8 @@ function dashboardRakeSettings(k: z.output<z.ZodObject<typeof dashboardRakeKeys>
     worker: k.worker,
     /** Absolute path of the console's Ruby (runs the worker); default `ruby` beside `rake`. */
     ruby: k.ruby ?? join(dirname(k.rake), 'ruby'),
+    /** Console tasks run at once: warm workers (worker on) or rake processes (worker off); `0` in the INI: `os.availableParallelism()`. */
+    workers: k.workers === 0 ? availableParallelism() : k.workers,
     /** Tasks one console worker runs before it is replaced (in the background). */
     workerMaxTasks: k.worker_max_tasks,
     /** How long one console worker lives before it is replaced (in the background), ms. */

@@ -134,6 +134,8 @@ export const DEFAULTS = {
     worker: true,
     /** the console's Ruby; when the key is absent, `ruby` beside `rake` (this path on PE) */
     ruby: PE_PATHS.ruby,
+    /** console tasks run at once: warm workers (worker on) or rake processes (worker off); 0: the machine's core count */
+    workers: 0,
     /** tasks one console worker runs before it is replaced */
     worker_max_tasks: 1000,
     /** seconds one console worker lives before it is replaced */
@@ -191,6 +193,10 @@ export const DEFAULTS = {
     token_ttl: 7200,
     /** the site's previous policy executable (absolute path); empty = none */
     fallback: '',
+    /** seconds the fallback policy executable may run before it is killed (its CSR is then refused) */
+    fallback_timeout: 30,
+    /** the daemon's Unix socket `espm autosign` asks (its directory: root, group puppetserver's, 0750, made by espm_setup) */
+    socket: '/opt/espm/autosign/espm.sock',
   },
   state: { dir: '/opt/espm/var' },
   log: { level: 'info' as (typeof LOG_LEVELS)[number], format: 'json' as (typeof LOG_FORMATS)[number] },

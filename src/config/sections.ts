@@ -116,19 +116,26 @@ export const puppetdbSection = z
   .prefault({});
 
 /**
- * `[autosign]` — reserved (parsed, validated, typed; unused until the token-signing issue):
- * how long a signing token lives, and the site's previous policy executable.
+ * `[autosign]`: token signing (src/service/tokens.ts) — how long a signing token lives, the
+ * site's previous policy executable and how long it may run, and the daemon's Unix socket the
+ * master's policy executable (`espm autosign`) asks.
  */
 export const autosignSection = z
   .strictObject({
     token_ttl: seconds(1).default(DEFAULTS.autosign.token_ttl),
     fallback: optionalAbsolutePath('none'),
+    fallback_timeout: seconds(1).default(DEFAULTS.autosign.fallback_timeout),
+    socket: absolutePath.default(DEFAULTS.autosign.socket),
   })
   .transform((k) => ({
     /** How long an unused signing token stays valid, ms (default 2 h). */
     tokenTtlMs: k.token_ttl * 1000,
     /** Absolute path of the policy executable CSRs without an espm token go to; undefined = refuse them. */
     fallback: k.fallback,
+    /** How long the fallback may run, ms (default 30 s). */
+    fallbackTimeoutMs: k.fallback_timeout * 1000,
+    /** Absolute path of the daemon's Unix socket for `espm autosign`. */
+    socket: k.socket,
   }))
   .prefault({});
 

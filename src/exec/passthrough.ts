@@ -25,13 +25,18 @@ export type PassthroughOutcome =
  *
  * @param argv - absolute binary, then its arguments (never a shell)
  * @param timeoutMs - killed (SIGKILL) after this many ms
+ * @param input - written to its stdin instead of inheriting ours (`espm autosign` has read
+ *   puppetserver's CSR already and hands it on unchanged)
  * @returns its exit status, or why it did not run to its end
  * @throws Error when `argv` is empty or its binary is not an absolute path (nothing is run)
  */
-export function runPassthrough(argv: readonly string[], timeoutMs: number): PassthroughOutcome {
+export function runPassthrough(argv: readonly string[], timeoutMs: number, input?: string): PassthroughOutcome {
   const [command, ...args] = argv;
   if (command === undefined || !isAbsolute(command)) throw new Error(`not an absolute command: ${JSON.stringify(command ?? '')}`);
-  const result = spawnSync(command, args, { stdio: 'inherit', shell: false, timeout: timeoutMs, killSignal: 'SIGKILL' });
+  const result =
+    input === undefined
+      ? spawnSync(command, args, { stdio: 'inherit', shell: false, timeout: timeoutMs, killSignal: 'SIGKILL' })
+      : spawnSync(command, args, { stdio: ['pipe', 'inherit', 'inherit'], input, shell: false, timeout: timeoutMs, killSignal: 'SIGKILL' });
   if (result.error !== undefined) {
     const timedOut = (result.error as NodeJS.ErrnoException).code === 'ETIMEDOUT';
     return { ran: false, reason: timedOut ? `${command} did not finish within ${timeoutMs / 1000} s and was killed` : `cannot run ${command}: ${result.error.message}` };

@@ -56,12 +56,36 @@ export interface NodeRecord {
 /** What the platform asked for a certificate, and what the CA signed (known once issued). */
 export interface CertificateRecord {
   dns_alt_names: string[];
+  /** Trusted extensions asked for, as the platform named them (short name or OID → value); absent when none. */
+  extensions?: Record<string, string>;
   /** SHA-256 of the DER certificate, colon-separated upper-case hex; set once issued. */
   fingerprint_sha256?: string;
   /** Serial number, upper-case hex; set once issued. */
   serial?: string;
   /** Expiry, ISO 8601; set once issued. */
   not_after?: string;
+  /** `token`: the node signs its own CSR with a one-time challenge (src/service/tokens.ts); absent = pre-signed. */
+  signing?: 'token';
+  /** The signing token of a `token` certificate (never the challenge password itself). */
+  token?: TokenRecord;
+}
+
+/**
+ * A signing token espm handed out (`"signing": "token"`): what a CSR must present and ask for
+ * to be signed by the master's policy executable (docs/design.md, "Certificates: trusted
+ * extensions, and a signing mode where the key never leaves the node").
+ */
+export interface TokenRecord {
+  /** SHA-256 of the challenge password, lower-case hex (the password is never stored). */
+  challenge_sha256: string;
+  /** When the token stops being accepted, ISO 8601. */
+  expires_at: string;
+  /** The trusted extensions the CSR must ask for, dotted OID → value (exactly these). */
+  extensions: Record<string, string>;
+  /** SHA-256 (colon hex) of the public key of the CSR espm approved; set at the one use. */
+  approved_public_key_sha256?: string;
+  /** When espm approved that CSR, ISO 8601. */
+  approved_at?: string;
 }
 
 /** What every entry has. */

@@ -43,9 +43,20 @@ const nodeRecordSchema = z.strictObject({
 
 const certificateRecordSchema = z.strictObject({
   dns_alt_names: z.array(z.string()),
+  extensions: z.record(z.string(), z.string()).optional(),
   fingerprint_sha256: z.string().optional(),
   serial: z.string().optional(),
   not_after: z.string().optional(),
+  signing: z.literal('token').optional(),
+  token: z
+    .strictObject({
+      challenge_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      expires_at: z.string(),
+      extensions: z.record(z.string(), z.string()),
+      approved_public_key_sha256: z.string().optional(),
+      approved_at: z.string().optional(),
+    })
+    .optional(),
 });
 
 const entryBase = {

@@ -15,12 +15,14 @@ import { Mutex } from 'async-mutex';
 import { outcomeUnknown } from '../backend.js';
 import { CaError, CertificateExistsError, type CertificateAuthority, type IssuedCertificate } from '../ca/authority.js';
 import { certificateInfo, normaliseFingerprint } from '../ca/certificate-info.js';
+import { resolveExtensions } from '../ca/trusted-extensions.js';
 import type { Logger } from '../logger.js';
 import type { CertificateRequest } from '../names.js';
 import type { Ledger } from '../ownership/ledger.js';
 import { backendProblem, ServiceError } from './errors.js';
 import { KeyedMutex } from '../keyed-mutex.js';
 import type { PuppetDbService, PuppetDbView } from './puppetdb.js';
+import type { TokenBody, TokenCertificateBody, TokenService } from './tokens.js';
 
 /** What `POST /v1/certificates` answers: PEM strings and metadata. */
 export interface IssuedCertificateBody {
@@ -41,6 +43,8 @@ export interface OwnedCertificate {
   not_after: string;
   serial: string;
   dns_alt_names: string[];
+  /** Trusted extensions the certificate carries, as asked (short name or OID → value); `{}` when none. */
+  extensions: Record<string, string>;
   /** When espm issued it (ISO-8601). */
   created_at: string;
 }
@@ -61,6 +65,8 @@ export interface CertificateServiceOptions {
   afterBackend?: () => Promise<void>;
   /** PuppetDB at termination; undefined = `[puppetdb] url` empty (off). */
   puppetdb?: PuppetDbService;
+  /** Token signing (`"signing": "token"`): certificates of that kind are its (src/service/tokens.ts). */
+  tokens?: TokenService;
 }
 
 /** The certificate service. */
@@ -71,6 +77,7 @@ export class CertificateService {
   private readonly logger: Logger | undefined;
   private readonly afterBackend: (() => Promise<void>) | undefined;
   private readonly puppetdb: PuppetDbService | undefined;
+  private readonly tokens: TokenService | undefined;
 
   /**
    * @param ca - the CA adapter
@@ -85,6 +92,15 @@ export class CertificateService {
     this.logger = options.logger;
     this.afterBackend = options.afterBackend;
     this.puppetdb = options.puppetdb;
+    this.tokens = options.tokens;
+  }
+
+  /** The token service for `"signing": "token"`; 422 `unsupported_signing` without one. */
+  private tokenService(): TokenService {
+    if (this.tokens === undefined) {
+      throw new ServiceError('unsupported_signing', `the CA backend ${this.ca.backend} cannot sign a node's own CSR; use "signing": "presigned"`);
+    }
+    return this.tokens;
   }
 
   private exclusive<T>(task: () => Promise<T>): Promise<T> {
@@ -94,12 +110,23 @@ export class CertificateService {
   /**
    * Issues a certificate and records it as espm's.
    *
-   * @throws {@link ServiceError} `certificate_exists` (409: espm's, or the CA has the name),
+   * @throws {@link ServiceError} `unsupported_extension` (422: extensions asked of a CA that
+   *   cannot carry them; nothing done), `certificate_exists` (409: espm's, or the CA has the name),
    *   `backend_failed` (502), `backend_timeout` (504), `backend_unavailable` (503); after a
    *   timeout or an interruption the name is `uncertain`
    */
-  async issue(request: CertificateRequest): Promise<IssuedCertificateBody> {
+  async issue(request: Pick<CertificateRequest, 'certname' | 'dns_alt_names'> & Partial<CertificateRequest>): Promise<IssuedCertificateBody> {
     const { certname } = request;
+    const requested = request.extensions ?? {};
+    const extensions = resolveExtensions(requested);
+    if (extensions.length > 0 && !this.ca.carriesExtensions) {
+      throw new ServiceError(
+        'unsupported_extension',
+        `the CA backend ${this.ca.backend} cannot put trusted extensions into a certificate; ask without "extensions"`,
+        { unsupported_extensions: Object.keys(requested) },
+      );
+    }
+    const asked = extensions.length > 0 ? { extensions: requested } : {};
     return this.perName.run(certname, async () => {
       const existing = this.ledger.get('certificate', certname);
       if (existing?.state === 'deleted') {
@@ -108,10 +135,10 @@ export class CertificateService {
       if (existing !== undefined) {
         throw new ServiceError('certificate_exists', `a certificate for ${certname} exists (issued by espm)`);
       }
-      await this.ledger.begin('certificate', certname, { dns_alt_names: request.dns_alt_names });
+      await this.ledger.begin('certificate', certname, { dns_alt_names: request.dns_alt_names, ...asked });
       let issued: IssuedCertificate;
       try {
-        issued = await this.exclusive(() => this.ca.issue({ certname, dnsAltNames: request.dns_alt_names }));
+        issued = await this.exclusive(() => this.ca.issue({ certname, dnsAltNames: request.dns_alt_names, extensions }));
         await this.afterBackend?.();
       } catch (err) {
         if (err instanceof CertificateExistsError) {
@@ -130,6 +157,7 @@ export class CertificateService {
       await this.ledger.commit('certificate', certname, {
         record: {
           dns_alt_names: info.dns_alt_names.filter((n) => n !== certname),
+          ...asked,
           fingerprint_sha256: info.fingerprint_sha256,
           serial: info.serial,
           not_after: info.not_after,
@@ -146,6 +174,17 @@ export class CertificateService {
         not_after: info.not_after,
       };
     });
+  }
+
+  /**
+   * `POST /v1/certificates`: a pre-signed certificate ({@link issue}) or, for
+   * `"signing": "token"`, a signing token (src/service/tokens.ts).
+   *
+   * @throws {@link ServiceError} as {@link issue} and `TokenService.create`; `unsupported_signing`
+   *   (422) for `"signing": "token"` on a CA without policy-based autosigning
+   */
+  async order(request: CertificateRequest): Promise<IssuedCertificateBody | TokenBody> {
+    return request.signing === 'token' ? this.tokenService().create(request) : this.issue(request);
   }
 
   /**
@@ -167,18 +206,21 @@ export class CertificateService {
       not_after: record.not_after as string,
       serial: record.serial as string,
       dns_alt_names: record.dns_alt_names,
+      extensions: record.extensions ?? {},
       created_at: entry.created_at,
     };
   }
 
   /**
-   * An owned certificate's metadata with PuppetDB's view of its certname when PuppetDB is on
-   * (`GET /v1/certificates/{certname}`).
+   * `GET /v1/certificates/{certname}`: {@link get}, or a token certificate's state, with
+   * PuppetDB's view of the certname when PuppetDB is on.
    *
-   * @throws {@link ServiceError} `certificate_not_found` as {@link CertificateService.get}
+   * @throws {@link ServiceError} `certificate_not_found`, and `backend_*` for a token certificate
    */
-  async describe(certname: string): Promise<DescribedCertificate> {
-    const owned = this.get(certname);
+  async describe(certname: string): Promise<DescribedCertificate | (TokenCertificateBody & Pick<DescribedCertificate, 'puppetdb'>)> {
+    const owned = this.tokens?.tokenEntry(certname) !== undefined && this.ledger.get('certificate', certname)?.state !== 'deleted'
+      ? await this.tokens.get(certname)
+      : this.get(certname);
     return this.puppetdb === undefined ? owned : { ...owned, puppetdb: await this.puppetdb.view(certname) };
   }
 
@@ -193,6 +235,11 @@ export class CertificateService {
    *   (502: revoked, the deactivation in PuppetDB stays owed; the next DELETE settles it)
    */
   async revoke(certname: string): Promise<void> {
+    const owed = this.ledger.get('certificate', certname);
+    if (this.tokens?.tokenEntry(certname) !== undefined && owed?.state !== 'deleted') {
+      await this.tokens.delete(certname);
+      return;
+    }
     await this.perName.run(certname, async () => {
       const entry = this.ledger.get('certificate', certname);
       // `deleted`: the certificate is gone, only follow-ups are owed: settle them.

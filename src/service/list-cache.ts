@@ -62,6 +62,18 @@ export class ListCache {
     return this.inflight;
   }
 
+  /**
+   * Fills the cache with a list learned elsewhere (e.g. at start-up), as if fetched now,
+   * unless a value fetched later than `fetchedAt` is already held.
+   *
+   * @param names - the names
+   * @param fetchedAt - when they were read, ms; default now
+   */
+  prime(names: readonly string[], fetchedAt: number = this.now()): void {
+    if (this.value !== undefined && this.value.fetchedAt >= fetchedAt) return;
+    this.value = { list: { names: [...names], etag: listEtag(names) }, fetchedAt };
+  }
+
   /** Forgets the cached value (the next call fetches). */
   invalidate(): void {
     this.value = undefined;

@@ -77,6 +77,7 @@ export class NodeService {
   ) {
     this.groups = new ListCache(() => classifier.listGroups(), options.cacheTtlMs, options.now);
     this.classes = new ListCache(() => classifier.listClasses(), options.cacheTtlMs, options.now);
+    classifier.onListLearned?.((list, names) => (list === 'groups' ? this.groups : this.classes).prime(names));
   }
 
   /**
@@ -138,8 +139,16 @@ export class NodeService {
       if (existing !== undefined) {
         throw new ServiceError('node_exists', `a node named ${name} exists (created by espm)`);
       }
-      const unknownGroups = await this.unknownNames(request.groups, (r) => this.listGroups(r));
-      const unknownClasses = await this.unknownNames(request.classes, (r) => this.listClasses(r));
+      // Independent look-ups run at once (on a cold cache: both lists and the console's
+      // abilities); their verdicts are then judged in order: unknown names before parameters.
+      const wantsParameters = Object.keys(request.parameters).length > 0;
+      const [groups, classes, storable] = await Promise.allSettled([
+        this.unknownNames(request.groups, (r) => this.listGroups(r)),
+        this.unknownNames(request.classes, (r) => this.listClasses(r)),
+        wantsParameters ? this.classifier.unstorableParameters(request.parameters) : Promise.resolve({}),
+      ]);
+      const unknownGroups = settled(groups);
+      const unknownClasses = settled(classes);
       if (unknownGroups.length > 0 || unknownClasses.length > 0) {
         const parts = [
           unknownGroups.length > 0 ? `unknown node group(s): ${unknownGroups.join(', ')}` : '',
@@ -150,14 +159,9 @@ export class NodeService {
           unknown_classes: unknownClasses,
         });
       }
-      if (Object.keys(request.parameters).length > 0) {
-        let unstorable: Record<string, string>;
-        try {
-          unstorable = await this.classifier.unstorableParameters(request.parameters);
-        } catch (err) {
-          throw backendProblem(err, 'finding out which parameters the console can store');
-        }
-        const refused = Object.entries(unstorable);
+      if (wantsParameters) {
+        if (storable.status === 'rejected') throw backendProblem(storable.reason, 'finding out which parameters the console can store');
+        const refused = Object.entries(storable.value);
         if (refused.length > 0) {
           throw new ServiceError(
             'unsupported_parameter',
@@ -271,6 +275,12 @@ export class NodeService {
       else await this.options.puppetdb.afterDeletion('node', name);
     });
   }
+}
+
+/** A settled look-up's value, or its error thrown (already a {@link ServiceError}). */
+function settled<T>(result: PromiseSettledResult<T>): T {
+  if (result.status === 'rejected') throw result.reason;
+  return result.value;
 }
 
 /** A ledger entry as the API answers it (copies: the ledger's record is never handed out). */

@@ -44,6 +44,7 @@ export interface PuppetDbView {
 
 /** Options of {@link PuppetDbService}. */
 export interface PuppetDbServiceOptions {
+  /** Outcomes (certnames, sent or not, PuppetDB's failure words); never a secret. */
   logger?: Logger;
   /** Clock, ms since the epoch (the `producer_timestamp` sent); default `Date.now`. */
   now?: () => number;

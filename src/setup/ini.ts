@@ -66,6 +66,8 @@ export interface IniValues {
   };
   /** Written only when detection found PuppetDB (PE ≥ 2016). */
   puppetdb?: { url: string; timeout: number };
+  /** Written only for a CA with policy-based autosigning (puppetserver-api, puppetserver-ca): token signing. */
+  autosign?: { token_ttl: number; fallback: string; fallback_timeout: number; socket: string };
   state: { dir: string };
   log: { level: string; format: string };
 }

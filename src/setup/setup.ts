@@ -7,6 +7,7 @@
 import { chmod, chown, lstat, mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { CONFIG_FILE_NAME, DEFAULTS, TLS_CERT_FILE_NAME, TLS_KEY_FILE_NAME } from '../config.js';
+import { autosignPlan, type AutosignPlan } from './autosign.js';
 import { generateSelfSignedCertificate } from './certificate.js';
 import type { BackendDetection } from './detect.js';
 import { renderConfig, type IniValues } from './ini.js';
@@ -66,6 +67,8 @@ export interface SetupPlan {
    * the announcement). Undefined for other classifiers.
    */
   enc?: { directory: string; instructions: string };
+  /** puppetserver-api or puppetserver-ca CA: token signing's directory and policy executable (src/setup/autosign.ts). */
+  autosign?: AutosignPlan;
 }
 
 /** Mode of directories `espm_setup` creates. */
@@ -103,11 +106,16 @@ export function planSetup(options: SetupOptions, detection: BackendDetection): S
   const psk = generatePsk();
   const tls = generateSelfSignedCertificate({ hostname: options.hostname, ips: options.ips });
   const enc = detection.classifier.backend === 'enc' ? encPlan(detection.classifier, configDir, stateDir, options) : undefined;
+  const autosign =
+    detection.ca.backend === 'puppetserver-api' || detection.ca.backend === 'puppetserver-ca'
+      ? autosignPlan(join(dirname(stateDir), 'autosign'), detection.ca.config, options.espmBin ?? '/usr/bin/espm')
+      : undefined;
   const values: IniValues = {
     server: { host: options.host, port: options.port, cert: certPath, key: keyPath, psk, allow: '' },
     classifier: enc?.classifier ?? detection.classifier,
     ca: detection.ca,
     ...(detection.puppetdb === undefined ? {} : { puppetdb: detection.puppetdb }),
+    ...(autosign === undefined ? {} : { autosign: autosign.values }),
     state: { dir: stateDir },
     log: { level: DEFAULTS.log.level, format: DEFAULTS.log.format },
   };
@@ -139,9 +147,11 @@ export function planSetup(options: SetupOptions, detection: BackendDetection): S
       { path: certPath, mode: 0o644, content: tls.certificate },
       { path: configPath, mode: 0o600, content: renderConfig(values) },
       ...(enc === undefined ? [] : [{ path: enc.classifier.groups_file!, mode: 0o644, content: SAMPLE_GROUPS_FILE }]),
+      ...(autosign === undefined ? [] : [{ path: autosign.policy.path, mode: 0o755, content: autosign.policy.content }]),
     ],
     announcement,
     ...(enc === undefined ? {} : { enc: { directory: dirname(enc.classifier.classification_file!), instructions: enc.instructions } }),
+    ...(autosign === undefined ? {} : { autosign }),
   };
 }
 
@@ -216,10 +226,11 @@ async function groupId(group: string): Promise<number | undefined> {
 }
 
 /**
- * Makes the classification file's directory: 0750, group puppetserver's (when that group
- * exists and espm_setup runs as root), so that `espm enc` run by puppetserver reads the file.
+ * Makes a directory puppetserver's user reaches: 0750, group puppetserver's (when that group
+ * exists and espm_setup runs as root) — the classification file's (`espm enc` reads it) and
+ * the autosign directory (the policy executable, the daemon's socket).
  */
-async function makeEncDirectory(directory: string): Promise<void> {
+async function makeGroupDirectory(directory: string): Promise<void> {
   await mkdir(directory, { recursive: true, mode: 0o750 });
   await chmod(directory, 0o750);
   const gid = process.getuid?.() === 0 ? await groupId(PUPPETSERVER_GROUP) : undefined;
@@ -261,7 +272,8 @@ export async function assertNothingExists(plan: SetupPlan): Promise<void> {
 export async function writeSetup(plan: SetupPlan): Promise<void> {
   await assertNothingExists(plan);
   for (const dir of plan.directories) await mkdir(dir, { recursive: true, mode: SETUP_DIR_MODE });
-  if (plan.enc !== undefined) await makeEncDirectory(plan.enc.directory);
+  if (plan.enc !== undefined) await makeGroupDirectory(plan.enc.directory);
+  if (plan.autosign !== undefined) await makeGroupDirectory(plan.autosign.directory);
   const written: string[] = [];
   try {
     for (const file of plan.files) {

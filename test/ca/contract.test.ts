@@ -21,9 +21,12 @@ import { CertificateExistsError, type CertificateAuthority, type CertificateOrde
 import { Ledger } from '../../src/ownership/ledger.js';
 import { CertificateService } from '../../src/service/certificates.js';
 import { ServiceError } from '../../src/service/errors.js';
+import { TokenService } from '../../src/service/tokens.js';
+import { certificateRequestSchema } from '../../src/names.js';
 import { neverOverlapping, opensslChecks } from '../support/ca.js';
 import { CA_BACKEND_FIXTURES, releaseSharedPuppetserver, type CaBackendFixture, type CaBackendUnderTest } from '../support/ca-backends.js';
 import { describeWith } from '../support/components.js';
+import { trustedExtensionValues } from '../support/trusted-extensions.js';
 import { apiClient, startEspm } from '../support/espm.js';
 
 afterAll(() => releaseSharedPuppetserver(), 60_000);
@@ -43,6 +46,7 @@ function recording(ca: CertificateAuthority): { ca: CertificateAuthority; calls:
     calls,
     ca: {
       backend: ca.backend,
+      carriesExtensions: ca.carriesExtensions,
       issue: (order: CertificateOrder) => timed('issue', order.certname, () => ca.issue(order)),
       revoke: (certname, receipt) => timed('revoke', certname, () => ca.revoke(certname, receipt)),
       currentFingerprint: (certname) => timed('currentFingerprint', certname, () => ca.currentFingerprint(certname)),
@@ -96,7 +100,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
     }, 60_000);
 
     it('issue: openssl verifies it against the returned CA, the key matches, CN and SAN are right, the receipt describes it, no key on the master', async () => {
-      const issued = await backend.ca.issue({ certname: n('web01'), dnsAltNames: ['www.example.test'] });
+      const issued = await backend.ca.issue({ certname: n('web01'), dnsAltNames: ['www.example.test'], extensions: [] });
       const checks = await opensslChecks({ certificate: issued.certificate, private_key: issued.privateKey, ca_certificate: issued.caCertificate });
       expect(checks.verify).toContain('OK');
       expect(checks.keyMatches).toBe(true);
@@ -107,21 +111,44 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect(await backend.ca.currentFingerprint(n('web01'))).toBe(issued.receipt.fingerprint_sha256);
       expect(await backend.privateKeyOnMaster(n('web01'))).toBe(false);
 
-      const plain = await backend.ca.issue({ certname: n('plain'), dnsAltNames: [] });
+      const plain = await backend.ca.issue({ certname: n('plain'), dnsAltNames: [], extensions: [] });
       // Without alt names asked: no SAN, or (sandbox) the certname alone.
       expect([undefined, `DNS:${n('plain')}`]).toContain(new X509Certificate(plain.certificate).subjectAltName);
     }, 60_000);
 
+    it('token signing: a CA with policy-based autosigning hands out a token (its CA certificate, nothing at the CA) that DELETE withdraws; any other → 422, nothing recorded', async () => {
+      const certname = n('token');
+      const signing = backend.ca.policySigning;
+      const tokens = signing === undefined ? undefined : new TokenService(backend.ca, ledger, { ttlMs: 60_000 });
+      const withTokens = new CertificateService(backend.ca, ledger, tokens === undefined ? {} : { tokens });
+      const order = withTokens.order(certificateRequestSchema.parse({ certname, signing: 'token', extensions: { pp_role: 'web' } }));
+      if (signing === undefined) {
+        expect((await serviceError(order)).code).toBe('unsupported_signing');
+        expect(ledger.get('certificate', certname)).toBeUndefined();
+        return;
+      }
+      const body = (await order) as { ca_certificate: string; csr_attributes: string };
+      expect(new X509Certificate(body.ca_certificate).subject).toMatch(/CN=/);
+      expect(await signing.requestedFingerprint(certname)).toBeUndefined();
+      expect(await signing.signedCertificate(certname)).toBeUndefined();
+      expect(await withTokens.describe(certname)).toEqual(expect.objectContaining({ state: 'awaiting_csr' }));
+      await withTokens.revoke(certname);
+      expect(ledger.get('certificate', certname)).toBeUndefined();
+      const issued = await backend.ca.issue({ certname, dnsAltNames: [], extensions: [] });
+      expect(await signing.signedCertificate(certname)).toBe(issued.certificate);
+      expect((await serviceError(withTokens.order(certificateRequestSchema.parse({ certname: n('token'), signing: 'token' })))).code).toBe('certificate_exists');
+    }, 60_000);
+
     it('issue of a name the CA has → CertificateExistsError with the backend\'s words; the CA\'s certificate untouched', async () => {
       const before = await backend.ca.currentFingerprint(n('web01'));
-      const err = await backend.ca.issue({ certname: n('web01'), dnsAltNames: [] }).catch((e: unknown) => e);
+      const err = await backend.ca.issue({ certname: n('web01'), dnsAltNames: [], extensions: [] }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(CertificateExistsError);
       expect((err as CertificateExistsError).output).toMatch(backend.existsWords);
       expect(await backend.ca.currentFingerprint(n('web01'))).toBe(before);
     }, 60_000);
 
     it('revoke → revoked: the serial is in the CRL (openssl says revoked where there is one), the CA holds none; a name never issued → absent; the name can be issued anew', async () => {
-      const first = await backend.ca.issue({ certname: n('again'), dnsAltNames: [] });
+      const first = await backend.ca.issue({ certname: n('again'), dnsAltNames: [], extensions: [] });
       const serial = new X509Certificate(first.certificate).serialNumber.toUpperCase().replace(/^0+(?=.)/, '');
       expect(await backend.ca.revoke(n('again'), first.receipt)).toBe('revoked');
       expect(await backend.revokedSerials()).toContain(serial);
@@ -133,28 +160,54 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect(await backend.ca.currentFingerprint(n('again'))).toBeUndefined();
       expect(await backend.ca.revoke(n('again'), first.receipt)).toBe(backend.secondRevoke);
       expect(await backend.ca.revoke(n('never'), null)).toBe('absent');
-      const second = await backend.ca.issue({ certname: n('again'), dnsAltNames: [] });
+      const second = await backend.ca.issue({ certname: n('again'), dnsAltNames: [], extensions: [] });
       expect(second.receipt.fingerprint_sha256).not.toBe(first.receipt.fingerprint_sha256);
       expect(second.receipt.public_key_sha256).not.toBe(first.receipt.public_key_sha256);
       expect(await backend.ca.revoke(n('again'), second.receipt)).toBe('revoked');
     }, 60_000);
 
     it('service: issue records the certificate and its receipt; a second issue → certificate_exists without a CA call; a name the CA has → certificate_exists', async () => {
-      const body = await service.issue({ certname: n('svc'), dns_alt_names: ['alias.example.test'] });
+      const body = await service.issue({ certname: n('svc'), dns_alt_names: ['alias.example.test'], extensions: {} });
       const entry = ledger.get('certificate', n('svc'));
       expect(entry).toMatchObject({ state: 'present', certificate: { dns_alt_names: ['alias.example.test'], fingerprint_sha256: body.fingerprint_sha256 } });
       expect(entry?.receipt).toEqual({ fingerprint_sha256: body.fingerprint_sha256, public_key_sha256: (await opensslDigests(body.certificate)).publicKey });
-      expect(service.get(n('svc'))).toMatchObject({ certname: n('svc'), fingerprint_sha256: body.fingerprint_sha256, dns_alt_names: ['alias.example.test'] });
+      expect(service.get(n('svc'))).toMatchObject({ certname: n('svc'), fingerprint_sha256: body.fingerprint_sha256, dns_alt_names: ['alias.example.test'], extensions: {} });
 
       const calls = recorded.calls.length;
-      expect((await serviceError(service.issue({ certname: n('svc'), dns_alt_names: [] }))).code).toBe('certificate_exists');
+      expect((await serviceError(service.issue({ certname: n('svc'), dns_alt_names: [], extensions: {} }))).code).toBe('certificate_exists');
       expect(recorded.calls.length).toBe(calls);
 
       await backend.issueDirectly(n('theirs'));
-      const theirs = await serviceError(service.issue({ certname: n('theirs'), dns_alt_names: [] }));
+      const theirs = await serviceError(service.issue({ certname: n('theirs'), dns_alt_names: [], extensions: {} }));
       expect(theirs.code).toBe('certificate_exists');
       expect(theirs.message).toMatch(backend.existsWords);
       expect(ledger.get('certificate', n('theirs'))).toBeUndefined();
+    }, 60_000);
+
+    it('service: trusted extensions are carried into the certificate (DER UTF8String, openssl shows `..web`) and GET lists them — or 422 unsupported_extension with nothing run', async () => {
+      const extensions = { pp_role: 'web', pp_environment: 'production', '1.3.6.1.4.1.34380.1.2.1': 'site' };
+      const commands = backend.runner.count;
+      const calls = recorded.calls.length;
+      const outcome = await service.issue({ certname: n('ext'), dns_alt_names: [], extensions }).catch((e: unknown) => e);
+      if (!backend.carriesExtensions) {
+        expect(outcome).toBeInstanceOf(ServiceError);
+        expect((outcome as ServiceError).code).toBe('unsupported_extension');
+        expect([backend.runner.count, recorded.calls.length]).toEqual([commands, calls]);
+        expect(ledger.get('certificate', n('ext'))).toBeUndefined();
+        expect(await backend.ca.currentFingerprint(n('ext'))).toBeUndefined();
+        return;
+      }
+      const body = outcome as Awaited<ReturnType<CertificateService['issue']>>;
+      expect(trustedExtensionValues(body.certificate)).toEqual({
+        '1.3.6.1.4.1.34380.1.1.12': 'production',
+        '1.3.6.1.4.1.34380.1.1.13': 'web',
+        '1.3.6.1.4.1.34380.1.2.1': 'site',
+      });
+      const checks = await opensslChecks({ certificate: body.certificate, private_key: body.private_key, ca_certificate: body.ca_certificate });
+      expect(checks.verify).toContain('OK');
+      expect(checks.text).toMatch(/1\.3\.6\.1\.4\.1\.34380\.1\.1\.13:\s*\n\s*\.\.web\n/);
+      expect(service.get(n('ext')).extensions).toEqual(extensions);
+      await service.revoke(n('ext'));
     }, 60_000);
 
     it('service: never revokes what espm did not issue (not found), nor a certificate re-issued under espm\'s name (409, left alone); revokes its own', async () => {
@@ -162,7 +215,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect((await serviceError(service.revoke(n('operator')))).code).toBe('certificate_not_found');
       expect(await backend.ca.currentFingerprint(n('operator'))).toBeDefined();
 
-      await service.issue({ certname: n('reissued'), dns_alt_names: [] });
+      await service.issue({ certname: n('reissued'), dns_alt_names: [], extensions: {} });
       await backend.cleanDirectly(n('reissued'));
       await backend.issueDirectly(n('reissued'));
       const theirs = await backend.ca.currentFingerprint(n('reissued'));
@@ -170,7 +223,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       expect(await backend.ca.currentFingerprint(n('reissued'))).toBe(theirs);
       expect(ledger.get('certificate', n('reissued'))?.state).toBe('present');
 
-      await service.issue({ certname: n('own'), dns_alt_names: [] });
+      await service.issue({ certname: n('own'), dns_alt_names: [], extensions: {} });
       await service.revoke(n('own'));
       expect(ledger.get('certificate', n('own'))).toBeUndefined();
       expect(await backend.ca.currentFingerprint(n('own'))).toBeUndefined();
@@ -180,7 +233,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
     it('service: 20 concurrent issues of distinct names all succeed and verify, CA operations never overlapping', async () => {
       const from = recorded.calls.length;
       const names = Array.from({ length: 20 }, (_, i) => n(`burst${i}`));
-      const issued = await Promise.all(names.map((certname) => service.issue({ certname, dns_alt_names: [] })));
+      const issued = await Promise.all(names.map((certname) => service.issue({ certname, dns_alt_names: [], extensions: {} })));
       const calls = recorded.calls.slice(from);
       expect(calls.filter((c) => c.op === 'issue').map((c) => c.name).sort()).toEqual([...names].sort());
       expect(neverOverlapping(calls)).toBe(true);
@@ -193,7 +246,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
       const espm = await startEspm({ ca: backend.ini });
       try {
         const api = apiClient(espm);
-        const res = await api.post('/v1/certificates', { certname: n('http'), dns_alt_names: ['www.example.test'] });
+        const res = await api.post('/v1/certificates', { certname: n('http'), dns_alt_names: ['www.example.test'], extensions: {} });
         expect(res.status).toBe(201);
         expect(res.headers['location']).toBe(`/v1/certificates/${n('http')}`);
         expect(res.headers['cache-control']).toBe('no-store');
@@ -207,6 +260,7 @@ describe.each(CA_BACKEND_FIXTURES.map((f) => [f.name, f] as const))('Certificate
           not_after: res.body.not_after,
           serial: expect.stringMatching(/^[0-9A-F]+$/),
           dns_alt_names: ['www.example.test'],
+          extensions: {},
           created_at: expect.any(String),
         });
         expect((await api.post('/v1/certificates', { certname: n('http') })).status).toBe(409);

@@ -6,6 +6,7 @@ import { X509Certificate } from 'node:crypto';
 import { execa } from 'execa';
 import { createCertificateAuthority } from '../../src/ca/index.js';
 import { generateNodeRequest, PuppetserverApiAuthority } from '../../src/ca/puppetserver-api.js';
+import { resolveExtensions } from '../../src/ca/trusted-extensions.js';
 import { CA_BACKENDS, ConfigError, DEFAULTS, parseConfig } from '../../src/config.js';
 import { CountingRunner } from '../support/runner.js';
 
@@ -105,5 +106,21 @@ describe('generateNodeRequest', () => {
     const text = await execa('openssl', ['req', '-noout', '-text'], { input: request.csrPem });
     expect(text.stdout).not.toMatch(/Subject Alternative Name/);
     expect(() => new X509Certificate(request.csrPem)).toThrow();
+  });
+
+  it('with trusted extensions: requested as Puppet requests them (OCTET STRING holding a DER UTF8String), after the alt names', async () => {
+    const extensions = resolveExtensions({ pp_role: 'web', '1.3.6.1.4.1.34380.1.2.1': 'site' });
+    const request = await generateNodeRequest('ext.example.test', ['www.example.test'], 2048, extensions);
+    const text = await execa('openssl', ['req', '-verify', '-noout', '-text'], { input: request.csrPem, all: true });
+    expect(text.all).toMatch(/verify OK/i);
+    expect(text.all).toMatch(/DNS:ext\.example\.test, DNS:www\.example\.test/);
+    // docs/reference/modern-puppet.md: Puppet's own CSR for pp_role: web has `OCTET STRING [HEX DUMP]:0C03776562`.
+    const asn1 = await execa('openssl', ['asn1parse'], { input: request.csrPem });
+    expect(asn1.stdout).toMatch(/OBJECT\s+:1\.3\.6\.1\.4\.1\.34380\.1\.1\.13\n.*OCTET STRING\s+\[HEX DUMP\]:0C03776562\n/);
+    expect(asn1.stdout).toMatch(/OBJECT\s+:1\.3\.6\.1\.4\.1\.34380\.1\.2\.1\n.*OCTET STRING\s+\[HEX DUMP\]:0C0473697465\n/);
+    const noAltNames = await generateNodeRequest('ext2.example.test', [], 2048, extensions);
+    const plain = await execa('openssl', ['req', '-noout', '-text'], { input: noAltNames.csrPem });
+    expect(plain.stdout).not.toMatch(/Subject Alternative Name/);
+    expect(plain.stdout).toMatch(/Requested Extensions:\s*\n\s*1\.3\.6\.1\.4\.1\.34380\.1\.1\.13:/);
   });
 });

@@ -72,8 +72,8 @@ describeWith('a real puppetserver (Debian packages puppetserver, puppet-agent)',
     it('the identity comes from ONE puppet config print; then no process; nothing written to the ssldir; a PKCS#1 key of key_bits', async () => {
       const runner = new CountingRunner();
       const ca = adapter({ puppet: '/usr/bin/puppet', config: server.confPath, key_bits: 2048 }, runner);
-      const issued = await ca.issue({ certname: 'web01.example.test', dnsAltNames: [] });
-      await ca.issue({ certname: 'web02.example.test', dnsAltNames: [] });
+      const issued = await ca.issue({ certname: 'web01.example.test', dnsAltNames: [], extensions: [] });
+      await ca.issue({ certname: 'web02.example.test', dnsAltNames: [], extensions: [] });
       expect(runner.calls).toHaveLength(1);
       expect(runner.calls[0]).toMatchObject({
         file: '/usr/bin/puppet',
@@ -92,7 +92,7 @@ describeWith('a real puppetserver (Debian packages puppetserver, puppet-agent)',
       const config = caConfig({ ...identity, puppet: '/nonexistent/puppet' });
       expect(config.keyBits).toBe(4096);
       const ca = adapter({ ...identity, puppet: '/nonexistent/puppet' }, none);
-      const issued = await ca.issue({ certname: 'big.example.test', dnsAltNames: [] });
+      const issued = await ca.issue({ certname: 'big.example.test', dnsAltNames: [], extensions: [] });
       expect(new X509Certificate(issued.certificate).publicKey.asymmetricKeyDetails?.modulusLength).toBe(4096);
       const calls = countCalls(ca);
       expect(await ca.revoke('big.example.test', issued.receipt)).toBe('revoked');
@@ -108,9 +108,9 @@ describeWith('a real puppetserver (Debian packages puppetserver, puppet-agent)',
         const deadline = Date.now() + 30_000;
         while (ca.keys.available < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
         expect(ca.keys.available).toBe(2);
-        const first = await ca.issue({ certname: 'pool1.example.test', dnsAltNames: [] });
+        const first = await ca.issue({ certname: 'pool1.example.test', dnsAltNames: [], extensions: [] });
         expect(ca.keys.available + ca.keys.generating).toBe(2);
-        const second = await ca.issue({ certname: 'pool2.example.test', dnsAltNames: [] });
+        const second = await ca.issue({ certname: 'pool2.example.test', dnsAltNames: [], extensions: [] });
         expect(first.receipt.public_key_sha256).not.toBe(second.receipt.public_key_sha256);
         for (const issued of [first, second]) {
           expect((await opensslChecks({ certificate: issued.certificate, private_key: issued.privateKey, ca_certificate: issued.caCertificate })).keyMatches).toBe(true);
@@ -119,7 +119,7 @@ describeWith('a real puppetserver (Debian packages puppetserver, puppet-agent)',
         ca.close();
       }
       expect(ca.keys.available).toBe(0);
-      await expect(ca.issue({ certname: 'pool3.example.test', dnsAltNames: [] })).rejects.toThrow(/closed/);
+      await expect(ca.issue({ certname: 'pool3.example.test', dnsAltNames: [], extensions: [] })).rejects.toThrow(/closed/);
       expect(caConfig({ ...identity }).keyPool).toBe(10);
     }, 60_000);
 
@@ -134,7 +134,7 @@ describeWith('a real puppetserver (Debian packages puppetserver, puppet-agent)',
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
-      const err = await ca.issue({ certname: 'pending.example.test', dnsAltNames: [] }).catch((e: unknown) => e);
+      const err = await ca.issue({ certname: 'pending.example.test', dnsAltNames: [], extensions: [] }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(CertificateExistsError);
       expect((err as CertificateExistsError).output).toMatch(/pending\.example\.test already has a requested certificate/);
       expect(await ca.currentFingerprint('pending.example.test')).toBeUndefined();
@@ -151,12 +151,12 @@ describeWith('a real puppetserver (Debian packages puppetserver, puppet-agent)',
         if (refuse && method === 'PUT' && path.startsWith('/certificate_status/')) return { status: 409, body: 'Simulated refusal to sign\n' };
         return real(method, path, body);
       };
-      const err = await ca.issue({ certname: 'refused.example.test', dnsAltNames: ['alt.example.test'] }).catch((e: unknown) => e);
+      const err = await ca.issue({ certname: 'refused.example.test', dnsAltNames: ['alt.example.test'], extensions: [] }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(CaError);
       expect(err).toMatchObject({ failure: 'failed', output: 'Simulated refusal to sign' });
       expect(await ca.status('refused.example.test')).toBeUndefined();
       refuse = false;
-      const issued = await ca.issue({ certname: 'refused.example.test', dnsAltNames: ['alt.example.test'] });
+      const issued = await ca.issue({ certname: 'refused.example.test', dnsAltNames: ['alt.example.test'], extensions: [] });
       expect(new X509Certificate(issued.certificate).subjectAltName).toBe('DNS:refused.example.test, DNS:alt.example.test');
     }, 60_000);
 
@@ -166,7 +166,7 @@ describeWith('a real puppetserver (Debian packages puppetserver, puppet-agent)',
         failure: 'unavailable',
         message: expect.stringMatching(/^Puppet Server CA: GET \/puppet-ca\/v1\/certificate_status\/web01\.example\.test: .*ERR_TLS_CERT_ALTNAME_INVALID/),
       });
-      const node = await adapter({ ...identity, key_bits: 2048 }).issue({ certname: 'client.example.test', dnsAltNames: [] });
+      const node = await adapter({ ...identity, key_bits: 2048 }).issue({ certname: 'client.example.test', dnsAltNames: [], extensions: [] });
       const dir = await mkdtemp(join(tmpdir(), 'espm-node-identity-'));
       try {
         await writeFile(join(dir, 'cert.pem'), node.certificate);
@@ -205,7 +205,7 @@ describe('puppetserver-api adapter: unreachable CA (no puppetserver needed)', ()
     const runner = new CountingRunner();
     const ca = new PuppetserverApiAuthority(caConfig({ ...identity, api_url: `https://localhost:${closed}` }), runner);
     try {
-      await expect(ca.issue({ certname: 'x.example.test', dnsAltNames: [] })).rejects.toMatchObject({
+      await expect(ca.issue({ certname: 'x.example.test', dnsAltNames: [], extensions: [] })).rejects.toMatchObject({
         name: 'CaError',
         failure: 'unavailable',
         message: expect.stringMatching(/^Puppet Server CA: GET \/puppet-ca\/v1\/certificate\/ca: .*ECONNREFUSED/),

@@ -157,6 +157,8 @@ describe('espm_setup and espm, as a new operator runs them', () => {
     const cli = await setup('cli', bin, ['--ca-backend', 'puppetserver-ca']);
     expect(cli.summary).toMatch(/^espm_setup: open-source Puppet \/ OpenVox master found \(.*\): classifier enc .*CA puppetserver-ca \(chosen with --ca-backend instead of puppetserver-api\) with /);
     expect(cli.config.ca).toMatchObject({ backend: 'puppetserver-ca', puppetserver: join(bin, 'puppetserver') });
+    // puppetserver-ca signs tokens too (its CA API as the master): the policy executable's line is printed.
+    expect(cli.summary).toMatch(/^ {4}autosign = \S+\/autosign\/policy$/m);
     const api = await setup('api', bin);
     expect(api.config.ca).toMatchObject({
       backend: 'puppetserver-api',
@@ -170,10 +172,11 @@ describe('espm_setup and espm, as a new operator runs them', () => {
     });
 
     const none = await setup('none', bare, ['--ca-backend', 'puppetserver-ca']);
-    expect(none.summary).toBe(
+    expect(none.summary.split('\n')[0]).toBe(
       'espm_setup: neither a PE console nor puppetserver found: CA puppetserver-ca (chosen with --ca-backend), ' +
         'otherwise PE 2.x/3.x defaults written, edit them to match this master',
     );
+    expect(none.summary).toMatch(/^ {4}autosign = \S+\/none\/autosign\/policy$/m);
     expect(none.config.ca.backend).toBe('puppetserver-ca');
   });
 

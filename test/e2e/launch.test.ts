@@ -6,7 +6,8 @@
  * Launch: espm_setup → espm → (platform, pinning espm's certificate) groups/classes → create
  * node (409 node_exists → timestamped name → 201) → certificate → the new server installs
  * cert + key + CA cert and runs `puppet agent --onetime`: the console's parameter reaches the
- * class as a top-scope variable and the agent never sends a CSR.
+ * class as a top-scope variable, the certificate's trusted extension `pp_role` (asked in the
+ * POST) reaches the manifest as `$trusted['extensions']['pp_role']`, and the agent never sends a CSR.
  * Termination: delete node + revoke certificate → the agent is refused and the ENC forgets it;
  * what espm did not create (seeded nodes, the server's certificate) is untouched.
  *
@@ -48,8 +49,11 @@ import {
 } from '../support/launch-story.js';
 import { freePort } from '../support/net.js';
 import { expectStatus, pinnedClient, type PinnedCall } from '../support/pinned-client.js';
+import { trustedExtensionValues } from '../support/trusted-extensions.js';
 
 const missing = await missingForRealStory();
+/** The trusted extension `pp_role` the platform asks for; the manifest must see it. */
+const ROLE = 'web';
 const describeE2e = describeWith(
   'puppetserver, puppet-agent and rake (Debian packages puppetserver puppet-agent ruby rake)',
   missing.length === 0 ? undefined : missing.join('; '),
@@ -208,7 +212,7 @@ describeE2e('launch and terminate a server through espm, on a real puppetserver 
     expect(encAnswer.stdout).toContain(`motd_message: ${message}`);
 
     await timed('POST /v1/certificates', async () => {
-      const res = await call('POST', '/v1/certificates', { certname: nodeName });
+      const res = await call('POST', '/v1/certificates', { certname: nodeName, extensions: { pp_role: ROLE } });
       expectStatus(res, 201, `POST /v1/certificates ${nodeName}`);
       const body = res.body as unknown as typeof issued;
       expect(body.certname).toBe(nodeName);
@@ -222,6 +226,8 @@ describeE2e('launch and terminate a server through espm, on a real puppetserver 
       expect(cert.subject).toBe(`CN=${nodeName}`);
       expect(cert.verify(new X509Certificate(body.ca_certificate).publicKey)).toBe(true);
       expect(cert.fingerprint256).toBe(body.fingerprint_sha256);
+      // The trusted extension, carried by `puppetserver ca generate` from espm's per-call csr_attributes.
+      expect(trustedExtensionValues(body.certificate)).toEqual({ '1.3.6.1.4.1.34380.1.1.13': ROLE });
       issued = body;
     });
   }, 120_000);
@@ -238,6 +244,8 @@ describeE2e('launch and terminate a server through espm, on a real puppetserver 
       throw new Error(`agent exited ${run.exitCode} (expected 2)\n${run.stdout}\n${run.stderr}`);
     }
     expect(run.stdout).toContain(`motd applied: ${message}`);
+    // The manifest sees the certificate's trusted extension.
+    expect(run.stdout).toContain(`motd role: ${ROLE}`);
     expect(await readFile(motdFile, 'utf8')).toBe(`${message}\n`);
 
     const logAfter = await server.accessLog();

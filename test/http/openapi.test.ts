@@ -120,7 +120,8 @@ describe('docs/openapi.yaml', () => {
       await call('DELETE', '/v1/nodes/master.example.com');
       await call('DELETE', '/v1/nodes/web01.example.test');
 
-      await call('POST', '/v1/certificates', { certname: 'web01.example.test', dns_alt_names: ['www.example.test'] });
+      await call('POST', '/v1/certificates', { certname: 'web01.example.test', dns_alt_names: ['www.example.test'], extensions: { pp_role: 'web' } });
+      await call('POST', '/v1/certificates', { certname: 'auth.example.test', extensions: { pp_cli_auth: 'true' } });
       await call('GET', '/v1/certificates/web01.example.test');
       await call('POST', '/v1/certificates', { certname: 'web01.example.test' });
       await call('POST', '/v1/certificates', { certname: 'web01.example.test', extra: true });
@@ -133,7 +134,7 @@ describe('docs/openapi.yaml', () => {
       await call('POST', '/v1/certificates', { certname: 'taken.example.test' });
       const ca = new SandboxCertificateAuthority(join(espm.config.state.dir), {});
       await ca.revoke('taken.example.test');
-      await ca.issue({ certname: 'taken.example.test', dnsAltNames: [] });
+      await ca.issue({ certname: 'taken.example.test', dnsAltNames: [], extensions: [] });
       await call('DELETE', '/v1/certificates/taken.example.test');
     });
 

@@ -117,9 +117,10 @@ describe('sandbox backends over HTTPS: no process spawned', () => {
     expect(await console.externalNode(name)).toEqual({ name, classes: ['motd', 'ntp', 'apache::vhost'], parameters });
   });
 
-  it('issues a verifiable certificate + key (CN, SANs, EKU, 5 years); keeps the certificate, never the key', async () => {
+  it('issues a verifiable certificate + key (CN, SANs, EKU, trusted extensions, 5 years); keeps the certificate, never the key', async () => {
     const certname = 'web01.example.test';
-    const res = await api.post('/v1/certificates', { certname, dns_alt_names: ['www.example.test'] });
+    const extensions = { pp_role: 'web', '1.3.6.1.4.1.34380.1.2.1': 'private' };
+    const res = await api.post('/v1/certificates', { certname, dns_alt_names: ['www.example.test'], extensions });
     expect(res.status).toBe(201);
     expect(res.headers['location']).toBe(`/v1/certificates/${certname}`);
     expect(Object.keys(res.body).sort()).toEqual(['ca_certificate', 'certificate', 'certname', 'fingerprint_sha256', 'not_after', 'private_key']);
@@ -135,6 +136,9 @@ describe('sandbox backends over HTTPS: no process spawned', () => {
     expect(checks.text).toMatch(/DNS:web01\.example\.test, DNS:www\.example\.test/);
     expect(checks.text).toMatch(/TLS Web Server Authentication, TLS Web Client Authentication/);
     expect(checks.text).toMatch(/Public-Key: \(2048 bit\)/);
+    // Puppet's encoding: a DER UTF8String (0C 03 "web") that openssl prints as `..web`.
+    expect(checks.text).toMatch(/1\.3\.6\.1\.4\.1\.34380\.1\.1\.13:\s*\n\s*\.\.web\n/);
+    expect(checks.text).toMatch(/1\.3\.6\.1\.4\.1\.34380\.1\.2\.1:\s*\n\s*\.\.private\n/);
     const years = (Date.parse(res.body.not_after as string) - Date.now()) / (365.25 * 24 * 3600 * 1000);
     expect(years).toBeGreaterThan(4.99);
     expect(years).toBeLessThan(5.01);
@@ -157,6 +161,7 @@ describe('sandbox backends over HTTPS: no process spawned', () => {
       not_after: res.body.not_after,
       serial: expect.stringMatching(/^[0-9A-F]+$/),
       dns_alt_names: ['www.example.test'],
+      extensions,
       created_at: expect.any(String),
     });
   });
@@ -189,7 +194,7 @@ describe('sandbox backends over HTTPS: no process spawned', () => {
 
   it('DELETE of a certificate the sandbox CA issued directly (not through espm) → 404, and it stays; POST → 409', async () => {
     const certname = 'other.example.test';
-    const theirs = await ca.issue({ certname, dnsAltNames: [] });
+    const theirs = await ca.issue({ certname, dnsAltNames: [], extensions: [] });
     const fingerprint = certificateInfo(theirs.certificate).fingerprint_sha256;
     const res = await api.delete(`/v1/certificates/${certname}`);
     expect(res.status).toBe(404);
@@ -208,7 +213,7 @@ describe('sandbox backends over HTTPS: no process spawned', () => {
     const certname = 'e.example.test';
     expect((await api.post('/v1/certificates', { certname })).status).toBe(201);
     expect(await ca.revoke(certname)).toBe('revoked');
-    const theirs = await ca.issue({ certname, dnsAltNames: [] });
+    const theirs = await ca.issue({ certname, dnsAltNames: [], extensions: [] });
     const res = await api.delete(`/v1/certificates/${certname}`);
     expect(res.status).toBe(409);
     expect(res.body.code).toBe('ownership_uncertain');
@@ -373,15 +378,15 @@ describe('the sandbox CA (SandboxCertificateAuthority)', () => {
 
   it('keeps its state across a restart: same CA, serials continue, revocations kept', async () => {
     const first = new SandboxCertificateAuthority(dir);
-    const a = await first.issue({ certname: 'a.example.test', dnsAltNames: [] });
+    const a = await first.issue({ certname: 'a.example.test', dnsAltNames: [], extensions: [] });
     const second = new SandboxCertificateAuthority(dir);
     expect(await second.caCertificate()).toBe(a.caCertificate);
     expect(await second.currentFingerprint('a.example.test')).toBe(certificateInfo(a.certificate).fingerprint_sha256);
-    const b = await second.issue({ certname: 'b.example.test', dnsAltNames: ['b-alias.example.test'] });
+    const b = await second.issue({ certname: 'b.example.test', dnsAltNames: ['b-alias.example.test'], extensions: [] });
     expect(certificateInfo(a.certificate).serial).toBe('02');
     expect(certificateInfo(b.certificate).serial).toBe('03');
     expect(certificateInfo(b.certificate).dns_alt_names).toEqual(['b.example.test', 'b-alias.example.test']);
-    await expect(second.issue({ certname: 'a.example.test', dnsAltNames: [] })).rejects.toEqual(new CertificateExistsError('A Certificate already exists for a.example.test'));
+    await expect(second.issue({ certname: 'a.example.test', dnsAltNames: [], extensions: [] })).rejects.toEqual(new CertificateExistsError('A Certificate already exists for a.example.test'));
     expect(await second.revoke('a.example.test')).toBe('revoked');
     expect(await second.revoke('a.example.test')).toBe('absent');
     const third = new SandboxCertificateAuthority(dir);
@@ -389,7 +394,7 @@ describe('the sandbox CA (SandboxCertificateAuthority)', () => {
       { serial: '02', certname: 'a.example.test', fingerprint_sha256: certificateInfo(a.certificate).fingerprint_sha256, revoked_at: expect.any(String) },
     ]);
     expect(await third.currentFingerprint('a.example.test')).toBeUndefined();
-    const again = await third.issue({ certname: 'a.example.test', dnsAltNames: [] });
+    const again = await third.issue({ certname: 'a.example.test', dnsAltNames: [], extensions: [] });
     expect(certificateInfo(again.certificate).serial).toBe('04');
     expect(await readFile(sandboxCaFiles(dir).serial, 'utf8')).toBe('0005\n');
   });
@@ -398,7 +403,7 @@ describe('the sandbox CA (SandboxCertificateAuthority)', () => {
     const one = new SandboxCertificateAuthority(dir);
     const two = new SandboxCertificateAuthority(dir);
     const issued = await Promise.all(
-      Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? one : two).issue({ certname: `burst${i}.example.test`, dnsAltNames: [] })),
+      Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? one : two).issue({ certname: `burst${i}.example.test`, dnsAltNames: [], extensions: [] })),
     );
     expect(new Set(issued.map((c) => certificateInfo(c.certificate).serial)).size).toBe(6);
     expect(new Set(issued.map((c) => c.caCertificate)).size).toBe(1);
@@ -409,7 +414,7 @@ describe('the sandbox CA (SandboxCertificateAuthority)', () => {
 
   it('the key size is an option', async () => {
     const ca = new SandboxCertificateAuthority(dir, { keyBits: 3072 });
-    const c = await ca.issue({ certname: 'big.example.test', dnsAltNames: [] });
+    const c = await ca.issue({ certname: 'big.example.test', dnsAltNames: [], extensions: [] });
     const checks = await opensslChecks({ certificate: c.certificate, private_key: c.privateKey, ca_certificate: c.caCertificate });
     expect(checks.text).toMatch(/Public-Key: \(3072 bit\)/);
     expect(() => new SandboxCertificateAuthority(dir, { keyBits: 512 })).toThrow(/keyBits/);
@@ -417,7 +422,7 @@ describe('the sandbox CA (SandboxCertificateAuthority)', () => {
 
   it('refuses names that are not certnames (they would be file names)', async () => {
     const ca = new SandboxCertificateAuthority(dir);
-    await expect(ca.issue({ certname: '../escape', dnsAltNames: [] })).rejects.toBeInstanceOf(CaError);
+    await expect(ca.issue({ certname: '../escape', dnsAltNames: [], extensions: [] })).rejects.toBeInstanceOf(CaError);
     await expect(ca.revoke('a/b')).rejects.toBeInstanceOf(CaError);
     await expect(ca.currentFingerprint('..')).rejects.toBeInstanceOf(CaError);
   });

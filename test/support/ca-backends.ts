@@ -47,6 +47,11 @@ export interface CaBackendUnderTest {
    * checks the CA's current certificate first).
    */
   secondRevoke: 'absent' | 'revoked';
+  /**
+   * Whether the backend's certificates carry trusted extensions (docs/design.md, "Certificates:
+   * trusted extensions"): the contract checks them in the certificate, or the 422 refusal.
+   */
+  carriesExtensions: boolean;
 }
 
 /** One entry of the table. */
@@ -141,6 +146,7 @@ function puppetserverFixture(name: 'puppetserver-ca' | 'puppetserver-api'): CaBa
         privateKeyOnMaster: (certname) => exists(join(server.ssldir, 'private_keys', `${certname}.pem`)),
         existsWords: name === 'puppetserver-ca' ? /Existing file at|already has a signed certificate/ : /already has a signed certificate/,
         secondRevoke: 'absent',
+        carriesExtensions: true,
       };
       return made;
     },
@@ -183,6 +189,8 @@ function puppetCertFixture(ruby: string | undefined): CaBackendFixture {
         privateKeyOnMaster: (certname) => exists(join(m.ssldir, 'private_keys', `${certname}.pem`)),
         existsWords: /A Certificate already exists for /,
         secondRevoke: 'revoked',
+        // `puppet cert generate` (2.7) has no extension requests.
+        carriesExtensions: false,
       };
       return made;
     },
@@ -216,7 +224,7 @@ function sandboxFixture(): CaBackendFixture {
         crl: () => Promise.resolve(undefined),
         revokedSerials: async () => (await operator.revocations()).map((r) => r.serial.replace(/^0+(?=.)/, '')),
         async issueDirectly(certname) {
-          await operator.issue({ certname, dnsAltNames: [] });
+          await operator.issue({ certname, dnsAltNames: [], extensions: [] });
         },
         async cleanDirectly(certname) {
           await operator.revoke(certname);
@@ -224,6 +232,7 @@ function sandboxFixture(): CaBackendFixture {
         privateKeyOnMaster: () => Promise.resolve(false),
         existsWords: /A Certificate already exists for /,
         secondRevoke: 'absent',
+        carriesExtensions: true,
       };
       return made;
     },

@@ -184,7 +184,8 @@ export async function realBackendConfig(master: StoryMaster): Promise<ConfigChan
 /**
  * The `motd` module's class: console parameters reach Puppet as top-scope variables, so its
  * parameter defaults to `$::motd_message`; it writes it to `motdFile` and notifies
- * `motd applied: <message>`.
+ * `motd applied: <message>`, and, when the node's certificate carries the trusted extension
+ * `pp_role`, `motd role: <$trusted['extensions']['pp_role']>`.
  *
  * @param motdFile - absolute path the agent writes
  */
@@ -193,6 +194,7 @@ export function motdModule(motdFile: string): string {
     'class motd (String $message = $::motd_message) {',
     `  file { '${motdFile}': ensure => file, content => "\${message}\\n" }`,
     "  notify { 'motd-applied': message => \"motd applied: ${message}\" }",
+    "  if $trusted['extensions']['pp_role'] { notify { 'motd-role': message => \"motd role: ${trusted['extensions']['pp_role']}\" } }",
     '}',
     '',
   ].join('\n');

@@ -139,6 +139,11 @@ export interface StartPuppetserverOptions {
    * itself is started separately (test/support/puppetdb.ts), on the server's certificates.
    */
   puppetdb?: { url: string };
+  /**
+   * Policy-based autosigning: `[server] autosign = <path>` (an absolute path of an executable:
+   * certname argument, CSR on stdin, exit 0 = sign). Default `autosign = false`.
+   */
+  autosign?: string;
 }
 
 /**
@@ -479,7 +484,7 @@ export async function startPuppetserver(options: StartPuppetserverOptions = {}):
     // (which merges all sections); Debian hard-wires ssldir/cadir, so set everything explicitly.
     const serverSection = ['[server]'];
     if (options.enc !== undefined) serverSection.push('node_terminus = exec', `external_nodes = ${options.enc}`);
-    serverSection.push('autosign = false');
+    serverSection.push(`autosign = ${options.autosign ?? 'false'}`);
     if (options.puppetdb !== undefined) {
       serverSection.push('storeconfigs = true', 'storeconfigs_backend = puppetdb', 'reports = puppetdb');
       await mkdir(etc, { recursive: true });

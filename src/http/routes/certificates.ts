@@ -21,8 +21,8 @@ export function certificatesRouter(certificates: CertificateService): Router {
   router.post('/certificates', async (req, res) => {
     requireJsonBody(req);
     const request = validate(certificateRequestSchema, req.body, 'certificate request');
-    const issued = await certificates.issue(request);
-    // The answer carries the node's private key: never cached anywhere.
+    const issued = await certificates.order(request);
+    // The answer carries the node's private key or a one-time challenge: never cached anywhere.
     res.setHeader('Cache-Control', 'no-store');
     res.status(201).location(`/v1/certificates/${encodeURIComponent(issued.certname)}`).json(issued);
   });
