@@ -111,6 +111,7 @@ describe('bin/espm-enc, puppetserver\'s exec ENC front', () => {
     expect(outcome(await run(FRONT, ['-f', file, 'n1.example.test']))).toEqual(outcome(await run(ESPM, ['enc', '-f', file, 'n1.example.test'])));
     // An older line with `-t SECONDS FALLBACK` on it: those words are ignored, the daemon's fallback runs.
     expect(outcome(await run(FRONT, ['-f', file, '-t', '9', '/bin/false', 'n1.example.test']))).toEqual({ exitCode: 0, stdout: '--from-setting * $HOME n1.example.test\n', stderr: '' });
+    expect(outcome(await run(FRONT, ['-f', file, '-t', '9', '/bin/false', '--site', '-t', 'x', 'n1.example.test']))).toEqual({ exitCode: 0, stdout: '--from-setting * $HOME n1.example.test\n', stderr: '' });
   });
 
   it('without a fallback: `classes: {}` (from `espm enc`) for a node espm does not own', async () => {
@@ -119,6 +120,8 @@ describe('bin/espm-enc, puppetserver\'s exec ENC front', () => {
     const answer = outcome(await run(FRONT, ['-f', bare, 'other.example.test']));
     expect(answer).toEqual({ exitCode: 0, stdout: '---\nclasses: {}\n', stderr: '' });
     expect(answer).toEqual(outcome(await run(ESPM, ['enc', '-f', bare, 'other.example.test'])));
+    // An older line's fallback tail never runs a command fallback_enc does not name.
+    expect(outcome(await run(FRONT, ['-f', bare, '-t', '2', '/bin/echo', 'tail', 'other.example.test']))).toEqual(answer);
   });
 
   it('a fallback that cannot be run: exit 127 and the reason, no answer', async () => {
