@@ -96,10 +96,10 @@ export function encPlan(classifier: IniValues['classifier'], configDir: string, 
     '',
     "espm will be puppetserver's ENC for the nodes it creates. Every other node goes to [classifier]",
     fallback === ''
-      ? `fallback_enc: none found in ${puppetConf} (node_terminus = exec), so they get 'classes: {}'; set it to keep an ENC for them.`
-      : `fallback_enc: the previous ENC of ${puppetConf}, ${fallback}; its output and exit status are passed through.`,
-    `fallback_enc is its only place (SIGHUP applies a change). Start espm (it writes ${classificationFile}),`,
-    `then set in the [server] section of ${puppetConf} (replacing any external_nodes line):`,
+      ? `fallback_enc, empty: no previous ENC in ${puppetConf} (node_terminus = exec), so they get 'classes: {}'.`
+      : `fallback_enc = ${fallback} (the previous ENC in ${puppetConf}): its output and exit status, unchanged.`,
+    `espm.ini is that command's only place (a SIGHUP to espm applies a change). Start espm (it writes`,
+    `${classificationFile}), then set in the [server] section of ${puppetConf}, replacing any external_nodes line:`,
     '',
     '    node_terminus = exec',
     `    external_nodes = ${externalNodes}`,
