@@ -46,8 +46,8 @@ export const ENC_FRONT_NAME = 'espm-enc';
  *
  * @param puppetConf - absolute path of the master's puppet.conf
  * @returns the command line, or undefined: no such setting, not `exec`, `none`, not an
- *   absolute path, already espm's front (a second setup must not make espm its own
- *   fallback), or puppet.conf unreadable
+ *   absolute path, already espm (`espm-enc`, or `espm enc` of an early version: a second
+ *   setup must not make espm its own fallback), or puppet.conf unreadable
  */
 export function previousEnc(puppetConf: string): string | undefined {
   let parsed: Record<string, Record<string, unknown> | undefined>;
@@ -61,7 +61,7 @@ export function previousEnc(puppetConf: string): string | undefined {
   const command = setting('external_nodes');
   if (terminus !== 'exec' || typeof command !== 'string') return undefined;
   const words = command.trim().split(/\s+/);
-  if (!words[0]!.startsWith('/') || basename(words[0]!) === ENC_FRONT_NAME) return undefined;
+  if (!words[0]!.startsWith('/') || [ENC_FRONT_NAME, 'espm'].includes(basename(words[0]!))) return undefined;
   return words.join(' ');
 }
 

@@ -92,6 +92,7 @@ describe('espm_setup on Debian\'s open-source puppetserver packages', () => {
       ['no ENC', '[server]\nautosign = true\n'],
       ['external_nodes without node_terminus = exec', '[server]\nexternal_nodes = /usr/local/bin/old-enc\n'],
       ['the default `none`', '[server]\nnode_terminus = exec\nexternal_nodes = none\n'],
+      ['espm enc already (a setup after an early version)', `[server]\nnode_terminus = exec\nexternal_nodes = ${ESPM_BIN} enc -f /opt/espm/enc/classification.json\n`],
       ['espm-enc already (a second setup)', `[server]\nnode_terminus = exec\nexternal_nodes = ${join(dirname(ESPM_BIN), 'espm-enc')} -f /opt/espm/enc/classification.json -t 10 /usr/local/bin/old-enc\n`],
     ])('%s: no fallback_enc, `classes: {}` for other nodes is said', async (name, text) => {
       const detection = await withPuppetConf(name.replace(/\W+/g, '-'), text);
