@@ -11,10 +11,9 @@
  *
  * @packageDocumentation
  */
-import { readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import ini from 'ini';
 import type { IniValues } from './ini.js';
+import { serverSettings } from './puppet-conf.js';
 
 /** Name of the sample groups file espm_setup writes beside espm.ini for the `enc` classifier. */
 export const GROUPS_FILE_NAME = 'groups.yaml';
@@ -50,16 +49,9 @@ export const ENC_FRONT_NAME = 'espm-enc';
  *   setup must not make espm its own fallback), or puppet.conf unreadable
  */
 export function previousEnc(puppetConf: string): string | undefined {
-  let parsed: Record<string, Record<string, unknown> | undefined>;
-  try {
-    parsed = ini.parse(readFileSync(puppetConf, 'utf8')) as typeof parsed;
-  } catch {
-    return undefined;
-  }
-  const setting = (key: string) => [parsed['server'], parsed['master'], parsed['main']].map((s) => s?.[key]).find((v) => typeof v === 'string');
-  const terminus = setting('node_terminus');
-  const command = setting('external_nodes');
-  if (terminus !== 'exec' || typeof command !== 'string') return undefined;
+  const setting = serverSettings(puppetConf);
+  const command = setting?.('external_nodes');
+  if (setting?.('node_terminus') !== 'exec' || command === undefined) return undefined;
   const words = command.trim().split(/\s+/);
   if (!words[0]!.startsWith('/') || [ENC_FRONT_NAME, 'espm'].includes(basename(words[0]!))) return undefined;
   return words.join(' ');
