@@ -72,6 +72,7 @@ export interface SetupPlan {
   autosign?: AutosignPlan;
 }
 
+/** The `enc` groups file's name and sample, from src/setup/enc.ts (where the `enc` part of a setup is planned). */
 export { GROUPS_FILE_NAME, SAMPLE_GROUPS_FILE } from './enc.js';
 
 /** Mode of directories `espm_setup` creates. */
