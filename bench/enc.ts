@@ -3,11 +3,13 @@
  * node, so its cost is paid all day. Measured against a minimal Ruby ENC reading one YAML file
  * (the kind of script sites run), in the same run, interleaved call by call:
  *
- * - an owned node: `bin/espm-enc -f <classification file> -t 10 enc.rb N` (the external_nodes
- *   command espm_setup prints: the sh front, then `espm enc`) vs `enc.rb N` (goal: p50 and p99
+ * - an owned node: `bin/espm-enc -f <classification file> N` (the external_nodes command
+ *   espm_setup prints: the sh front, then `espm enc`) vs `enc.rb N` (goal: p50 and p99
  *   ratio ≤ 1.0);
- * - a node espm does not own, with that Ruby ENC as the fallback: `bin/espm-enc … M` vs
- *   `enc.rb M` alone (goal: ≤ +20 ms at p50 and p99);
+ * - a node espm does not own, with that Ruby ENC as `[classifier] fallback_enc` (written as
+ *   the daemon writes it: `owned/.fallback` and `owned/.timeout` by src/classifier/enc-owned.ts
+ *   `writeOwnedNames`, which the front runs directly — checked before measuring):
+ *   `bin/espm-enc … M` vs `enc.rb M` alone (goal: ≤ +20 ms at p50 and p99);
  * - for comparison, the same two calls to `bin/espm enc -f <classification file>` directly
  *   (the command before the front: every call starts Node.js).
  *
@@ -24,7 +26,7 @@
  * @packageDocumentation
  */
 import { spawnSync } from 'node:child_process';
-import { appendFile, chmod, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ENC_FILE_FORMAT, type EncFile } from '../src/classifier/enc-file.js';
@@ -67,32 +69,49 @@ async function main(): Promise<void> {
     const rubyEnc = join(dir, 'enc.rb');
     await writeFile(rubyEnc, RUBY_ENC);
     await chmod(rubyEnc, 0o755);
-    const file: EncFile = { format: ENC_FILE_FORMAT, written_at: new Date().toISOString(), fallback: [rubyEnc], fallback_timeout_ms: 10_000, unowned: renderAnswer({ classes: {} }), nodes: {} };
+    const nodes: EncFile['nodes'] = {};
     const rubyNodes: Record<string, unknown> = {};
     for (let i = 0; i < NODES; i++) {
       const name = `web${i}.example.test`;
       const node = { name, groups: ['webservers'], classes: ['motd'], parameters: { motd_message: `hello ${i}` } };
-      file.nodes[name] = { groups: node.groups, classes: node.classes, parameters: node.parameters, yaml: renderNode(node, GROUPS, 'production') };
+      nodes[name] = { groups: node.groups, classes: node.classes, parameters: node.parameters, yaml: renderNode(node, GROUPS, 'production') };
       rubyNodes[name] = { classes: { webserver: { port: 8080 }, motd: {} }, parameters: { tier: 'web', motd_message: `hello ${i}` }, environment: 'production' };
     }
-    const classification = join(dir, 'classification.json');
-    await writeFile(classification, JSON.stringify(file));
-    await writeOwnedNames(classification, Object.keys(file.nodes));
     await writeFile(join(dir, 'nodes.yaml'), stringify(rubyNodes));
+    /**
+     * What the daemon writes with `fallback_enc = <fallback>` and `timeout = 10`: the
+     * classification file and the `owned` generation holding `.fallback` and `.timeout`.
+     */
+    const classificationWith = async (sub: string, fallback: string[]): Promise<string> => {
+      const classification = join(dir, sub, 'classification.json');
+      await mkdir(join(dir, sub));
+      const file: EncFile = { format: ENC_FILE_FORMAT, written_at: new Date().toISOString(), fallback, fallback_timeout_ms: 10_000, unowned: renderAnswer({ classes: {} }), nodes };
+      await writeOwnedNames(classification, Object.keys(nodes), undefined, { argv: fallback, timeoutMs: 10_000 });
+      await writeFile(classification, JSON.stringify(file));
+      return classification;
+    };
+    const classification = await classificationWith('ruby', [rubyEnc]);
+    const withTrue = await classificationWith('true', ['/bin/true']);
 
     const owned = 'web500.example.test';
     const other = 'legacy.example.test';
-    const frontArgs = (fallback: string, name: string): string[] => ['-f', classification, '-t', '10', fallback, name];
+    // The not-owned path runs owned/.fallback itself, never `espm enc`: with a fallback in the
+    // classification file that answers differently, the front still gives the `.fallback` one.
+    const probe = await classificationWith('probe', ['/bin/echo', 'front']);
+    const probeFile = JSON.parse(await readFile(probe, 'utf8')) as EncFile;
+    await writeFile(probe, JSON.stringify({ ...probeFile, fallback: ['/bin/echo', 'node'] }));
+    const answer = spawnSync(FRONT, ['-f', probe, other], { env: ENV, encoding: 'utf8' });
+    if (answer.stdout !== `front ${other}\n`) throw new Error(`the front did not run the fallback directly: ${JSON.stringify(answer.stdout)} ${answer.stderr}`);
     const sides = {
       rubyOwned: () => timeCall(rubyEnc, [owned]),
-      frontOwned: () => timeCall(FRONT, frontArgs(rubyEnc, owned)),
+      frontOwned: () => timeCall(FRONT, ['-f', classification, owned]),
       espmOwned: () => timeCall(ESPM, ['enc', '-f', classification, owned]),
       rubyOther: () => timeCall(rubyEnc, [other]),
-      frontOther: () => timeCall(FRONT, frontArgs(rubyEnc, other)),
+      frontOther: () => timeCall(FRONT, ['-f', classification, other]),
       espmOther: () => timeCall(ESPM, ['enc', '-f', classification, other]),
       // The front's own cost, without the Ruby ENC's noise: a fallback that does nothing.
       trueAlone: () => timeCall('/bin/true', [other]),
-      frontTrue: () => timeCall(FRONT, frontArgs('/bin/true', other)),
+      frontTrue: () => timeCall(FRONT, ['-f', withTrue, other]),
     };
     type Side = keyof typeof sides;
     const order = Object.keys(sides) as Side[];

@@ -13,7 +13,6 @@
  */
 import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { DEFAULTS } from '../src/config.js';
 import { execa } from 'execa';
 import { encClassifierKeys, environmentClassesRule, LEGACY_NODE, makeEncFiles, STORY_ENC_GROUP, STORY_GROUPS_YAML, webserverModule } from '../test/support/enc-rig.js';
 import { ESPM_BIN, motdModule } from '../test/support/launch-story.js';
@@ -41,8 +40,8 @@ export async function encStory(work: string): Promise<void> {
   await mkdir(agentDir, { recursive: true });
   const files = await makeEncFiles(STORY_GROUPS_YAML);
   cleanups.push({ what: 'remove the groups file and the previous ENC', run: () => files.remove() });
-  // The external_nodes line espm_setup prints once the previous ENC is [classifier] fallback_enc.
-  const encLine = `${join(dirname(ESPM_BIN), 'espm-enc')} -f ${files.classificationFile} -t ${DEFAULTS.classifier.timeout} ${files.fallbackEnc}`;
+  // The external_nodes line espm_setup prints: the classification file only (the previous ENC is [classifier] fallback_enc's alone).
+  const encLine = `${join(dirname(ESPM_BIN), 'espm-enc')} -f ${files.classificationFile}`;
   const espmEnc = async (name: string) => {
     const [file, ...args] = encLine.split(' ') as [string, ...string[]];
     return execa(file, [...args, name], { reject: false, stripFinalNewline: false });
@@ -126,7 +125,7 @@ export async function encStory(work: string): Promise<void> {
     say(`puppetserver runs ${style.bold('espm-enc')} for the node (as it will for every catalog compile); espm created it, so ${style.bold('espm enc')} answers:`, 2);
     say(`${style.cyan('$')} ${style.cyan(`${encLine} ${name}`)}`, 4);
     printEnc(String((await espmEnc(name)).stdout));
-    say(`and for a node espm did not create, the previous ENC's answer, byte for byte, run by the sh front without Node.js (${LEGACY_NODE}):`, 2);
+    say(`and for a node espm did not create, the previous ENC's answer ([classifier] fallback_enc, which the daemon wrote into owned/.fallback), byte for byte, run by the sh front without Node.js (${LEGACY_NODE}):`, 2);
     const [mine, before] = await Promise.all([espmEnc(LEGACY_NODE), execa(files.fallbackEnc, [LEGACY_NODE], { stripFinalNewline: false })]);
     printEnc(String(mine.stdout));
     const same = mine.stdout === before.stdout && mine.exitCode === before.exitCode;

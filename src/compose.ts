@@ -66,8 +66,14 @@ export interface Daemon {
    * key pool) and logs whether the console is usable. Never throws.
    */
   start(): void;
-  /** SIGHUP: the adapters re-read their operator-edited files (the enc groups file). Never throws. */
-  reload(): Promise<void>;
+  /**
+   * SIGHUP: the adapters re-read their operator-edited files (the enc groups file) and take
+   * what they apply without a restart from the reloaded config (the enc fallback_enc and
+   * timeout). Never throws.
+   *
+   * @param next - the reloaded config; undefined = files only
+   */
+  reload(next?: Config): Promise<void>;
   /** Stops the adapters and closes the ledger (releasing the state directory). */
   close(): Promise<void>;
 }
@@ -120,9 +126,9 @@ export async function composeDaemon(config: Config, options: ComposeOptions): Pr
       retry?.start();
       if (tokens !== undefined) tokenSigning ??= startTokenSigning(tokens, config.autosign, logger);
     },
-    async reload() {
+    async reload(next?: Config) {
       if (classifier.reload === undefined) return;
-      await classifier.reload().then(
+      await classifier.reload(next?.classifier).then(
         (reloaded) => logger.info({ classifier: classifier.backend, ...reloaded }, 'classifier reloaded'),
         (err: unknown) =>
           logger.error({ classifier: classifier.backend, error: (err as Error).message }, 'classifier reload failed; keeping the previous state'),

@@ -191,7 +191,7 @@ export class EspmServer {
     this.logger.level = next.log.level;
     this.config = next;
     this.logger.info({ config: next.path }, 'config reloaded');
-    void this.daemon.reload();
+    void this.daemon.reload(next);
     return true;
   }
 

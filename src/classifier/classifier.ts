@@ -12,6 +12,7 @@
  */
 import { BackendError } from '../backend.js';
 import type { Receipt } from '../ownership/entries.js';
+import type { ClassifierConfig } from '../config.js';
 
 export type { Receipt } from '../ownership/entries.js';
 
@@ -123,12 +124,15 @@ export interface Classifier {
   start?(): Promise<Record<string, unknown>>;
   /**
    * Re-reads what the adapter takes from files an operator edits (the `enc` groups file) on
-   * SIGHUP. A broken file is refused and the previous state kept.
+   * SIGHUP, and takes the keys of the reloaded `[classifier]` section it can apply without a
+   * restart (the `enc` fallback_enc and timeout). A broken file is refused and the previous
+   * state kept.
    *
+   * @param next - the reloaded `[classifier]` section (undefined: files only)
    * @returns fields for the log line
    * @throws {@link ClassifierError} saying what is wrong (logged; nothing changed)
    */
-  reload?(): Promise<Record<string, unknown>>;
+  reload?(next?: ClassifierConfig): Promise<Record<string, unknown>>;
   /** Ends what the adapter keeps running (the console worker). Called when espm stops. */
   close?(): Promise<void>;
 }

@@ -12,6 +12,14 @@
  * swap still finds its file); older generations, and with them the files of deleted nodes,
  * are removed. Source: docs/design.md "`enc`"; rename(2) replaces a symlink atomically.
  *
+ * Each generation also carries the site's previous ENC for bin/espm-enc, written from
+ * `[classifier] fallback_enc` and `[classifier] timeout` (the only source of both; the
+ * `external_nodes` line names only the classification file): `.fallback`, the command line as
+ * one line of words separated by single spaces (bin/espm-enc splits it on spaces, as Puppet
+ * splits its `external_nodes` setting: docs/reference/modern-puppet.md), and `.timeout`, the
+ * seconds it may run. A certname never starts with `.`, so neither can be an owned name.
+ * Without a fallback there is no `.fallback` file.
+ *
  * The directory is readable by the group of the classification file's directory
  * (puppetserver's), like the file; it holds no secret.
  *
@@ -26,6 +34,19 @@ import { isCertname } from '../names.js';
 export const OWNED_LINK = 'owned';
 /** Mode of a generation directory: the owner writes, the group (puppetserver's) looks up. */
 export const OWNED_DIR_MODE = 0o750;
+/** File of a generation holding the fallback's command line (one line, words separated by a space). */
+export const FALLBACK_FILE = '.fallback';
+/** File of a generation holding the fallback's timeout, seconds (one line, e.g. `10` or `0.5`). */
+export const TIMEOUT_FILE = '.timeout';
+
+/** The site's previous ENC as bin/espm-enc runs it for a name espm does not own. */
+export interface OwnedFallback {
+  /** `[classifier] fallback_enc` as an argv (the first word an absolute path; no word holds whitespace); empty = none. */
+  argv: readonly string[];
+  /** `[classifier] timeout`, ms (written as seconds). */
+  timeoutMs: number;
+}
+
 /** Files created at once while filling a generation. */
 const BATCH = 64;
 
@@ -49,9 +70,13 @@ export function ownedLinkPath(classificationFile: string): string {
  * @param classificationFile - absolute path of the classification file (its directory exists)
  * @param names - the certnames espm created
  * @param gid - group of the generation directory (puppetserver's); undefined = left as created
+ * @param fallback - the site's previous ENC, written as `.fallback` and `.timeout`; undefined
+ *   or an empty argv = none (no `.fallback` file)
  * @throws NodeJS.ErrnoException from the file system (the previous set stays in place)
+ * @throws Error when a word of the fallback holds whitespace (it could not be split back)
  */
-export async function writeOwnedNames(classificationFile: string, names: Iterable<string>, gid?: number): Promise<void> {
+export async function writeOwnedNames(classificationFile: string, names: Iterable<string>, gid?: number, fallback?: OwnedFallback): Promise<void> {
+  if (fallback?.argv.some((word) => word === '' || /\s/.test(word))) throw new Error('a word of the fallback ENC is empty or holds whitespace');
   const dir = dirname(classificationFile);
   const link = ownedLinkPath(classificationFile);
   const generation = `${OWNED_LINK}.${randomBytes(8).toString('hex')}`;
@@ -64,6 +89,11 @@ export async function writeOwnedNames(classificationFile: string, names: Iterabl
     const valid = [...names].filter(isCertname);
     for (let i = 0; i < valid.length; i += BATCH) {
       await Promise.all(valid.slice(i, i + BATCH).map((name) => writeFile(join(target, name), '', { mode: 0o640, flag: 'wx' })));
+    }
+    if (fallback !== undefined && fallback.argv.length > 0) {
+      // Written before the rename: a reader sees them with the names of the same generation.
+      await writeFile(join(target, TIMEOUT_FILE), `${fallback.timeoutMs / 1000}\n`, { mode: 0o640, flag: 'wx' });
+      await writeFile(join(target, FALLBACK_FILE), `${fallback.argv.join(' ')}\n`, { mode: 0o640, flag: 'wx' });
     }
     const temporary = `${target}.link`;
     await symlink(generation, temporary);

@@ -31,7 +31,7 @@ import { PuppetHttpClient } from '../puppet-http/client.js';
 import { readTlsIdentity, resolvePuppetIdentity } from '../puppet-http/identity.js';
 import { ClassifierError, NodeExistsError, type Classification, type Classifier, type Receipt } from './classifier.js';
 import { checkEncFile, ENC_FILE_FORMAT, type EncFile } from './enc-file.js';
-import { writeOwnedNames } from './enc-owned.js';
+import { writeOwnedNames, type OwnedFallback } from './enc-owned.js';
 import { GroupsFileError, readGroups, renderAnswer, renderNode, type EncGroups } from './enc-groups.js';
 
 /** The service's name in errors of the `environment_classes` client. */
@@ -56,12 +56,15 @@ export class EncClassifier implements Classifier {
   private readonly lock = new Mutex();
   private readonly client: () => Promise<PuppetHttpClient>;
   private http: PuppetHttpClient | undefined;
+  /** `[classifier] fallback_enc` and `timeout` in force: from the config, replaced on SIGHUP. */
+  private fallback: OwnedFallback;
 
   constructor(
     private readonly config: ClassifierConfig<'enc'>,
     private readonly runner: CommandRunner,
     private readonly logger?: Logger,
   ) {
+    this.fallback = { argv: [...config.fallbackEnc], timeoutMs: config.timeoutMs };
     this.client = onceUntilFailure(async () => {
       const identity = await resolvePuppetIdentity({
         service: ENVIRONMENT_CLASSES_SERVICE,
@@ -114,12 +117,18 @@ export class EncClassifier implements Classifier {
   }
 
   /**
-   * Re-reads the groups file (SIGHUP). A broken file, or one that drops a group a node of espm's
-   * is in, is refused: the previous groups and classification file are kept.
+   * SIGHUP: takes `[classifier] fallback_enc` and `timeout` from the reloaded config (the
+   * other keys need a restart), re-reads the groups file and rewrites the classification file
+   * and the `owned` generation (with its `.fallback` and `.timeout`), so that `espm enc`,
+   * bin/espm-enc and the create check all use the new fallback. A broken groups file, or one
+   * that drops a group a node of espm's is in, is refused: the previous groups and
+   * classification file are kept (the new fallback applies at the next successful write).
    *
+   * @param next - the reloaded `[classifier]` section; undefined or another backend = keep the fallback
    * @throws {@link ClassifierError} `failed`
    */
-  async reload(): Promise<Record<string, unknown>> {
+  async reload(next?: ClassifierConfig): Promise<Record<string, unknown>> {
+    if (next?.backend === 'enc') this.fallback = { argv: [...next.fallbackEnc], timeoutMs: next.timeoutMs };
     return this.start();
   }
 
@@ -214,10 +223,10 @@ export class EncClassifier implements Classifier {
    * Exit 0 with an empty answer (or `classes: {}`) = not classified there.
    */
   private async refuseFallbackNode(name: string): Promise<void> {
-    const [command, ...args] = this.config.fallbackEnc;
+    const [command, ...args] = this.fallback.argv;
     if (command === undefined) return;
     const what = `the fallback ENC ${command}`;
-    const result = await runBackendCommand(this.runner, { file: command, args: [...args, name], timeoutMs: this.config.timeoutMs }, what, (failure, message, output) => new ClassifierError(failure, message, output));
+    const result = await runBackendCommand(this.runner, { file: command, args: [...args, name], timeoutMs: this.fallback.timeoutMs }, what, (failure, message, output) => new ClassifierError(failure, message, output));
     if (result.exitCode !== 0) {
       throw new ClassifierError('failed', `${what} exited ${result.exitCode} for ${name}: cannot tell whether it classifies that node`, `${result.stdout}\n${result.stderr}`.trim());
     }
@@ -251,7 +260,7 @@ export class EncClassifier implements Classifier {
   }
 
   private emptyFile(): EncFile {
-    return { format: ENC_FILE_FORMAT, written_at: new Date().toISOString(), fallback: [...this.config.fallbackEnc], fallback_timeout_ms: this.config.timeoutMs, unowned: renderAnswer({ classes: {} }), nodes: {} };
+    return { format: ENC_FILE_FORMAT, written_at: new Date().toISOString(), fallback: [...this.fallback.argv], fallback_timeout_ms: this.fallback.timeoutMs, unowned: renderAnswer({ classes: {} }), nodes: {} };
   }
 
   /**
@@ -278,7 +287,7 @@ export class EncClassifier implements Classifier {
       // The directory's group (puppetserver's, as espm_setup makes it) reads the file.
       const gid = (await stat(dir)).gid;
       const root = process.getuid?.() === 0;
-      const owned = () => writeOwnedNames(this.path, Object.keys(file.nodes), root ? gid : undefined);
+      const owned = () => writeOwnedNames(this.path, Object.keys(file.nodes), root ? gid : undefined, this.fallback);
       if (!shrinking) await owned();
       await writeFileAtomic(this.path, `${JSON.stringify(file, null, 1)}\n`, { mode: CLASSIFICATION_FILE_MODE, fsync: true, ...(root ? { chown: { uid: 0, gid } } : {}) });
       if (shrinking) await owned();

@@ -1,9 +1,9 @@
 /**
  * `espm enc [-f classification.json | -c espm.ini] CERTNAME`: puppetserver's exec ENC
- * (`node_terminus = exec`, `external_nodes = …/espm-enc -f FILE [-t S FALLBACK…]`: bin/espm-enc,
- * a POSIX-sh front, execs this for the names espm owns and runs the fallback itself for the
- * others; Puppet splits the setting on whitespace and appends the certname). docs/design.md
- * "`enc`".
+ * (`node_terminus = exec`, `external_nodes = …/espm-enc -f FILE`: bin/espm-enc, a POSIX-sh
+ * front, execs this for the names espm owns and runs the fallback the daemon wrote from
+ * `[classifier] fallback_enc` itself for the others; Puppet splits the setting on whitespace
+ * and appends the certname). docs/design.md "`enc`".
  *
  * - a node espm created: its ENC YAML, as the daemon rendered it into the classification file;
  * - any other certname: the site's previous ENC (`[classifier] fallback_enc`) run as an argv

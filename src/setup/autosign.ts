@@ -10,10 +10,10 @@
  *
  * @packageDocumentation
  */
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import ini from 'ini';
 import { DEFAULTS } from '../config/defaults.js';
+import { serverSettings } from './puppet-conf.js';
 
 /** Name of the policy executable in the autosign directory. */
 export const POLICY_FILE_NAME = 'policy';
@@ -48,14 +48,8 @@ export interface AutosignPlan {
  * @returns the executable's path, or undefined (no setting, `true`/`false`, an allow-list file, unreadable)
  */
 export function previousPolicy(puppetConf: string): string | undefined {
-  let parsed: Record<string, Record<string, unknown> | undefined>;
-  try {
-    parsed = ini.parse(readFileSync(puppetConf, 'utf8')) as typeof parsed;
-  } catch {
-    return undefined;
-  }
-  const value = [parsed['server'], parsed['master'], parsed['main']].map((s) => s?.['autosign']).find((v) => typeof v === 'string');
-  if (typeof value !== 'string' || !value.startsWith('/')) return undefined;
+  const value = serverSettings(puppetConf)?.('autosign');
+  if (value === undefined || !value.startsWith('/')) return undefined;
   try {
     const info = statSync(value);
     return info.isFile() && (info.mode & 0o111) !== 0 ? value : undefined;

@@ -10,6 +10,7 @@ import { CONFIG_FILE_NAME, DEFAULTS, TLS_CERT_FILE_NAME, TLS_KEY_FILE_NAME } fro
 import { autosignPlan, type AutosignPlan } from './autosign.js';
 import { generateSelfSignedCertificate } from './certificate.js';
 import type { BackendDetection } from './detect.js';
+import { encPlan, SAMPLE_GROUPS_FILE } from './enc.js';
 import { renderConfig, type IniValues } from './ini.js';
 import { generatePsk } from './psk.js';
 
@@ -71,6 +72,9 @@ export interface SetupPlan {
   autosign?: AutosignPlan;
 }
 
+/** The `enc` groups file's name and sample, from src/setup/enc.ts (where the `enc` part of a setup is planned). */
+export { GROUPS_FILE_NAME, SAMPLE_GROUPS_FILE } from './enc.js';
+
 /** Mode of directories `espm_setup` creates. */
 export const SETUP_DIR_MODE = 0o700;
 
@@ -105,7 +109,7 @@ export function planSetup(options: SetupOptions, detection: BackendDetection): S
   const keyPath = join(certDir, TLS_KEY_FILE_NAME);
   const psk = generatePsk();
   const tls = generateSelfSignedCertificate({ hostname: options.hostname, ips: options.ips });
-  const enc = detection.classifier.backend === 'enc' ? encPlan(detection.classifier, configDir, stateDir, options) : undefined;
+  const enc = detection.classifier.backend === 'enc' ? encPlan(detection.classifier, configDir, stateDir, options.espmBin ?? '/usr/bin/espm', options.hostname) : undefined;
   const autosign =
     detection.ca.backend === 'puppetserver-api' || detection.ca.backend === 'puppetserver-ca'
       ? autosignPlan(join(dirname(stateDir), 'autosign'), detection.ca.config, options.espmBin ?? '/usr/bin/espm')
@@ -155,67 +159,8 @@ export function planSetup(options: SetupOptions, detection: BackendDetection): S
   };
 }
 
-/** Name of the sample groups file espm_setup writes beside espm.ini for the `enc` classifier. */
-export const GROUPS_FILE_NAME = 'groups.yaml';
 /** Group of puppetserver's user (Debian's and Puppet's packages): it reads the classification file. */
 export const PUPPETSERVER_GROUP = 'puppet';
-
-/** The sample groups file (docs/design.md "`enc`"). */
-export const SAMPLE_GROUPS_FILE = `# espm node groups ([classifier] groups_file): each top-level key is a group the platform
-# can choose (GET /v1/groups). A group gives its nodes classes (a hash: class → its
-# parameters, or a list of class names) and top-scope parameters; the node's own classes and
-# parameters are added (the node's parameters win). Classes must exist in the environment.
-# espm re-reads this file on SIGHUP; a broken file is refused and the previous groups kept.
-#
-# webservers:
-#   classes:
-#     apache: {default_vhost: false}
-#     ntp: ~
-#   parameters:
-#     tier: web
-default: {}
-`;
-
-/**
- * The `enc` classifier's keys for this install (groups file beside espm.ini; classification
- * file in `enc/` beside the state directory, outside both root-only directories) and the
- * lines the operator adds to puppet.conf and auth.conf.
- */
-function encPlan(classifier: IniValues['classifier'], configDir: string, stateDir: string, options: SetupOptions) {
-  const classificationFile = join(dirname(stateDir), 'enc', 'classification.json');
-  const puppetConf = classifier.config ?? '/etc/puppet/puppet.conf';
-  const authConf = puppetConf.startsWith('/etc/puppetlabs/') ? '/etc/puppetlabs/puppetserver/conf.d/auth.conf' : '/etc/puppet/puppetserver/conf.d/auth.conf';
-  const espm = options.espmBin ?? '/usr/bin/espm';
-  // bin/espm-enc, beside bin/espm: the not-owned path never starts Node.js (docs/design.md "`enc`").
-  const front = join(dirname(espm), 'espm-enc');
-  const fallback = classifier.fallback_enc ?? '';
-  const externalNodes = `${front} -f ${classificationFile}${fallback === '' ? '' : ` -t ${classifier.timeout} ${fallback}`}`;
-  const instructions = [
-    '',
-    "espm will be puppetserver's ENC for the nodes it creates (every other node goes to [classifier]",
-    "fallback_enc, or gets 'classes: {}'). If this master already has an ENC, put its external_nodes",
-    `command in [classifier] fallback_enc, and append \`-t ${classifier.timeout} <that command>\` ([classifier] timeout, s)`,
-    `to the external_nodes line below. Start espm (it writes ${classificationFile}), then add`,
-    `to the [server] section of ${puppetConf}:`,
-    '',
-    '    node_terminus = exec',
-    `    external_nodes = ${externalNodes}`,
-    '',
-    `and this rule to ${authConf}, before the "puppetlabs deny all" rule, so that espm may`,
-    "list the environment's classes (allow: this master's certname, `puppet config print certname --section server`):",
-    '',
-    '    {',
-    '        match-request: { path: "/puppet/v3/environment_classes", type: path, method: get }',
-    `        allow: "${options.hostname}"`,
-    '        sort-order: 500',
-    '        name: "espm environment classes"',
-    '    }',
-    '',
-    `then reload puppetserver (systemctl reload puppetserver). Node groups: ${join(configDir, GROUPS_FILE_NAME)}.`,
-    '',
-  ].join('\n');
-  return { classifier: { ...classifier, groups_file: join(configDir, GROUPS_FILE_NAME), classification_file: classificationFile }, instructions };
-}
 
 /** The gid of `group` in /etc/group, or undefined. */
 async function groupId(group: string): Promise<number | undefined> {

@@ -1,8 +1,10 @@
 /**
  * bin/espm-enc, puppetserver's exec ENC front (POSIX sh), as puppetserver runs it: the daemon's
- * `enc` classifier writes the classification file and the `owned` names (src/classifier/
- * enc-owned.ts); the front answers an owned node through `espm enc`, runs the fallback itself
- * for any other node (output and exit status unchanged, killed at its timeout), hands every
+ * `enc` classifier writes the classification file and the `owned` names with the fallback
+ * (`.fallback`, `.timeout`: from `[classifier] fallback_enc` and `timeout` only; src/classifier/
+ * enc-owned.ts); the front answers an owned node through `espm enc`, runs the daemon's fallback
+ * itself for any other node (output and exit status unchanged, killed at its timeout), follows a
+ * SIGHUP that changes the fallback, hands every
  * name espm could never have created to `espm enc` (decided by src/names.ts `isCertname`'s
  * rule), never writes, and passes shellcheck. The real puppetserver runs it in
  * test/e2e/enc.test.ts.
@@ -40,8 +42,19 @@ describe('bin/espm-enc, puppetserver\'s exec ENC front', () => {
   let classificationFile: string;
   let oldEnc: string;
   let enc: EncClassifier;
-  /** The front with the fallback on its command line, as espm_setup prints it. */
-  const front = (...args: string[]) => run(FRONT, ['-f', classificationFile, '-t', '2', oldEnc, ...args]);
+  /** The front as espm_setup prints it: only the classification file. */
+  const front = (...args: string[]) => run(FRONT, ['-f', classificationFile, ...args]);
+  /** A daemon's `enc` classifier on its own directory, with these `[classifier]` keys. */
+  const classifierConfig = (sub: string, keys: Record<string, string> = {}) =>
+    parseConfig(
+      { server: { cert: '/c', key: '/k', psk: 'x'.repeat(48) }, classifier: { backend: 'enc', groups_file: join(dir, 'groups.yaml'), classification_file: join(dir, sub, 'classification.json'), ...keys } },
+      join(dir, 'espm.ini'),
+    ).classifier as ClassifierConfig<'enc'>;
+  const startClassifier = async (sub: string, keys: Record<string, string> = {}) => {
+    const classifier = new EncClassifier(classifierConfig(sub, keys), new ExecaCommandRunner());
+    await classifier.start();
+    return join(dir, sub, 'classification.json');
+  };
   const espmEnc = (name: string) => run(ESPM, ['enc', '-f', classificationFile, name]);
   const owned = () => join(dir, 'enc', 'owned');
 
@@ -83,44 +96,62 @@ describe('bin/espm-enc, puppetserver\'s exec ENC front', () => {
     for (const name of ['other.example.test', 'fail.example.test']) {
       const direct = outcome(await run(oldEnc, [name]));
       expect(outcome(await front(name))).toEqual(direct);
-      expect(outcome(await run(join(alone, 'espm-enc'), ['-f', classificationFile, '-t', '2', oldEnc, name]))).toEqual(direct);
+      expect(outcome(await run(join(alone, 'espm-enc'), ['-f', classificationFile, name]))).toEqual(direct);
     }
-    expect(await run(join(alone, 'espm-enc'), ['-f', classificationFile, '-t', '2', oldEnc, NODE])).toMatchObject({ exitCode: 127, stdout: '' });
-    // The fallback's own arguments, split by Puppet, come before the certname.
-    expect(outcome(await run(FRONT, ['-f', classificationFile, '-t', '2', '/bin/echo', '--from-setting', 'n1.example.test']))).toEqual({ exitCode: 0, stdout: '--from-setting n1.example.test\n', stderr: '' });
+    expect(await run(join(alone, 'espm-enc'), ['-f', classificationFile, NODE])).toMatchObject({ exitCode: 127, stdout: '' });
+    // The daemon wrote the fallback from fallback_enc and timeout: nothing else holds them.
+    expect(await readFile(join(owned(), '.fallback'), 'utf8')).toBe(`${oldEnc}\n`);
+    expect(await readFile(join(owned(), '.timeout'), 'utf8')).toBe('2\n');
+  });
+
+  it('a fallback with arguments: split on spaces as Puppet splits external_nodes, the certname appended, nothing else parsed', async () => {
+    const file = await startClassifier('args', { fallback_enc: '/bin/echo  --from-setting *  $HOME' });
+    expect(await readFile(join(dir, 'args', 'owned', '.fallback'), 'utf8')).toBe('/bin/echo --from-setting * $HOME\n');
+    expect(outcome(await run(FRONT, ['-f', file, 'n1.example.test']))).toEqual({ exitCode: 0, stdout: '--from-setting * $HOME n1.example.test\n', stderr: '' });
+    expect(outcome(await run(FRONT, ['-f', file, 'n1.example.test']))).toEqual(outcome(await run(ESPM, ['enc', '-f', file, 'n1.example.test'])));
+    // An older line with `-t SECONDS FALLBACK` on it: those words are ignored, the daemon's fallback runs.
+    expect(outcome(await run(FRONT, ['-f', file, '-t', '9', '/bin/false', 'n1.example.test']))).toEqual({ exitCode: 0, stdout: '--from-setting * $HOME n1.example.test\n', stderr: '' });
+    expect(outcome(await run(FRONT, ['-f', file, '-t', '9', '/bin/false', '--site', '-t', 'x', 'n1.example.test']))).toEqual({ exitCode: 0, stdout: '--from-setting * $HOME n1.example.test\n', stderr: '' });
   });
 
   it('without a fallback: `classes: {}` (from `espm enc`) for a node espm does not own', async () => {
-    const bare = join(dir, 'bare', 'classification.json');
-    const config = parseConfig(
-      { server: { cert: '/c', key: '/k', psk: 'x'.repeat(48) }, classifier: { backend: 'enc', groups_file: join(dir, 'groups.yaml'), classification_file: bare } },
-      join(dir, 'espm.ini'),
-    );
-    await new EncClassifier(config.classifier as ClassifierConfig<'enc'>, new ExecaCommandRunner()).start();
+    const bare = await startClassifier('bare');
+    expect(await readdir(join(dir, 'bare', 'owned'))).toEqual([]);
     const answer = outcome(await run(FRONT, ['-f', bare, 'other.example.test']));
     expect(answer).toEqual({ exitCode: 0, stdout: '---\nclasses: {}\n', stderr: '' });
     expect(answer).toEqual(outcome(await run(ESPM, ['enc', '-f', bare, 'other.example.test'])));
+    // An older line's fallback tail never runs a command fallback_enc does not name.
+    expect(outcome(await run(FRONT, ['-f', bare, '-t', '2', '/bin/echo', 'tail', 'other.example.test']))).toEqual(answer);
   });
 
   it('a fallback that cannot be run: exit 127 and the reason, no answer', async () => {
-    const result = await run(FRONT, ['-f', classificationFile, '-t', '2', join(dir, 'missing-enc'), 'other.example.test']);
+    const file = await startClassifier('missing', { fallback_enc: join(dir, 'missing-enc') });
+    const result = await run(FRONT, ['-f', file, 'other.example.test']);
     expect(result).toMatchObject({ exitCode: 127, stdout: '' });
     expect(result.stderr).toContain('missing-enc');
   });
 
-  it('a fallback that hangs is killed at -t SECONDS: exit 137 (SIGKILL) and timeout\'s message, no answer', async () => {
+  it('a fallback that hangs is killed at [classifier] timeout: exit 137 (SIGKILL) and timeout\'s message, no answer', async () => {
     const hung = join(dir, 'hung-enc');
     await writeFile(hung, '#!/bin/sh\nexec /bin/sleep 30\n', { mode: 0o755 });
+    const file = await startClassifier('hung', { fallback_enc: hung, timeout: '1' });
+    expect(await readFile(join(dir, 'hung', 'owned', '.timeout'), 'utf8')).toBe('1\n');
     const since = Date.now();
-    const result = await run(FRONT, ['-f', classificationFile, '-t', '0.5', hung, 'hang.example.test']);
+    const result = await run(FRONT, ['-f', file, 'hang.example.test']);
     expect(result).toMatchObject({ exitCode: 137, stdout: '' });
     expect(result.stderr).toContain('sending signal KILL');
     expect(Date.now() - since).toBeLessThan(10_000);
   });
 
   it('decides ownership only for names espm could have created (isCertname); any other name gets exactly what `espm enc` gives', async () => {
-    // Which path answered shows in the output: the front's fallback is `/bin/echo front`, the
-    // one in the classification file (run by `espm enc`) is the old ENC.
+    // Which path answered shows in the output: the front's fallback (owned/.fallback, written
+    // here apart from the classification file) is `/bin/echo front`, the one in the
+    // classification file (run by `espm enc`) is the old ENC.
+    const paths = join(dir, 'paths', 'classification.json');
+    await mkdir(join(dir, 'paths'));
+    await copyFile(classificationFile, paths);
+    await writeOwnedNames(paths, [NODE], undefined, { argv: ['/bin/echo', 'front'], timeoutMs: 2000 });
+    const espmEnc = (name: string) => run(ESPM, ['enc', '-f', paths, name]);
     const names = ['a', 'a1', 'web02.example.test', 'a-b_c.d', 'a..b', '.a', 'a.', '_a', 'a_', 'Web01.example.test', 'a b', 'a~b', 'a/b', '../enc', 'é.example', 'x'.repeat(253), 'x'.repeat(254)];
     let seed = 14;
     const alphabet = 'abcz09._-A/ ~';
@@ -129,7 +160,7 @@ describe('bin/espm-enc, puppetserver\'s exec ENC front', () => {
       for (let j = 0; j < 1 + (i % 6); j++) name += alphabet[(seed = (seed * 1103515245 + 12345) % 2 ** 31) % alphabet.length];
       names.push(name);
     }
-    const results = await Promise.all(names.map((name) => run(FRONT, ['-f', classificationFile, '-t', '2', '/bin/echo', 'front', name])));
+    const results = await Promise.all(names.map((name) => run(FRONT, ['-f', paths, name])));
     for (const [i, name] of names.entries()) {
       if (isCertname(name)) {
         expect({ name, ...outcome(results[i]!) }).toEqual({ name, exitCode: 0, stdout: `front ${name}\n`, stderr: '' });
@@ -142,7 +173,7 @@ describe('bin/espm-enc, puppetserver\'s exec ENC front', () => {
     }
   });
 
-  it.each([[[]], [['-f', 'relative', 'a.example.test']], [['a.example.test']], [['-f', '/x/c.json', 'relative-enc', 'a.example.test']], [['-f', '/x/c.json', '/bin/echo', 'a.example.test']], [['-q', 'a']]])(
+  it.each([[[]], [['-f', 'relative', 'a.example.test']], [['a.example.test']], [['-q', 'a']]])(
     'refuses the command line %j with exit 2 and no answer',
     async (args) => {
       const result = await run(FRONT, args);
@@ -157,13 +188,31 @@ describe('bin/espm-enc, puppetserver\'s exec ENC front', () => {
     expect((await front('gone.example.test')).stdout).toBe('---\nclasses:\n  motd: {}\nparameters: {}\n');
     expect(await enc.delete('gone.example.test', {})).toBe('deleted');
     expect(outcome(await front('gone.example.test'))).toEqual(outcome(await run(oldEnc, ['gone.example.test'])));
-    expect((await readdir(owned())).sort()).toEqual([NODE]);
+    expect((await readdir(owned())).sort()).toEqual(['.fallback', '.timeout', NODE]);
     // One more write: only the current generation and the one before it remain.
     await enc.create({ name: 'next.example.test', groups: [], classes: [], parameters: {} });
     const generations = (await readdir(join(dir, 'enc'))).filter((e) => e.startsWith('owned.'));
     expect(generations).toHaveLength(2);
     for (const g of generations) expect(await readdir(join(dir, 'enc', g))).not.toContain('gone.example.test');
     expect(JSON.parse(await readFile(classificationFile, 'utf8'))).toMatchObject({ nodes: { [NODE]: expect.anything(), 'next.example.test': expect.anything() } });
+  });
+
+  it('a SIGHUP that changes fallback_enc rewrites the generation: the front, `espm enc` and the create check use the new one', async () => {
+    const file = join(dir, 'hup', 'classification.json');
+    const classifier = new EncClassifier(classifierConfig('hup', { fallback_enc: oldEnc }), new ExecaCommandRunner());
+    await classifier.start();
+    expect((await run(FRONT, ['-f', file, 'n2.example.test'])).stdout).toBe('classes: {}\n# old ENC, for n2.example.test\n');
+    const classifying = join(dir, 'classifying-enc');
+    await writeFile(classifying, '#!/bin/sh\nprintf "classes:\\n  legacy: {}\\n"\n', { mode: 0o755 });
+    await classifier.reload(classifierConfig('hup', { fallback_enc: `${classifying} --site`, timeout: '3' }));
+    expect(outcome(await run(FRONT, ['-f', file, 'n2.example.test']))).toEqual({ exitCode: 0, stdout: 'classes:\n  legacy: {}\n', stderr: '' });
+    expect(await readFile(join(dir, 'hup', 'owned', '.timeout'), 'utf8')).toBe('3\n');
+    expect(JSON.parse(await readFile(file, 'utf8'))).toMatchObject({ fallback: [classifying, '--site'], fallback_timeout_ms: 3000 });
+    await expect(classifier.create({ name: 'n2.example.test', groups: [], classes: [], parameters: {} })).rejects.toThrow(/classifies n2\.example\.test/);
+    // fallback_enc removed: no .fallback, `classes: {}` again.
+    await classifier.reload(classifierConfig('hup'));
+    expect(await readdir(join(dir, 'hup', 'owned'))).toEqual([]);
+    expect(outcome(await run(FRONT, ['-f', file, 'n2.example.test']))).toEqual({ exitCode: 0, stdout: '---\nclasses: {}\n', stderr: '' });
   });
 
   it('the owned set: only certnames by espm\'s rule become files (nothing outside it); a rewrite is never seen half done', async () => {
