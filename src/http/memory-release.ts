@@ -1,8 +1,8 @@
 /**
  * When to give freed memory back after a flood of connections (issue #18): once the number of
- * open connections reached a high-water mark (`[server] release_memory_after`), the first time
- * it has fallen to a quarter of that mark and stayed low for {@link SETTLE_MS}, one release
- * (`malloc_trim(0)`, src/system/malloc-trim.ts) runs. Never per connection, never on the request
+ * open connections reached a high-water mark (`[server] release_memory_after`) and then fell to a
+ * quarter of that mark, one release (a full GC and `malloc_trim(0)`, src/system/malloc-trim.ts)
+ * runs {@link SETTLE_MS} later if the count is still that low. Never per connection, never on the request
  * path: a timer, at most one per flood.
  *
  * Source of truth: bench/RESULTS.md ("Connection flood: where the RSS sits afterwards"),

@@ -10,9 +10,10 @@
  * them. On a system without glibc (musl, macOS, FreeBSD) or where loading fails, a trim is a
  * no-op, reported once in the log.
  *
- * Source of truth: glibc manual, "Memory Allocation Tunables" / `man 3 malloc_trim`
- * (`int malloc_trim(size_t pad)`: returns 1 if memory was released to the system, 0 if not;
- * since glibc 2.8 it releases free pages of all arenas and of the whole heap, not only its top).
+ * Source of truth: `man 3 malloc_trim` (Linux man-pages; `int malloc_trim(size_t pad)`, glibc
+ * `<malloc.h>`: returns 1 if memory was released to the system, 0 if not; since glibc 2.8 it
+ * frees whole free pages in all arenas and all chunks, not only the top of the heap); koffi's
+ * documentation (koffi.dev: `koffi.load`, `lib.func` with a C prototype).
  *
  * @packageDocumentation
  */
@@ -104,9 +105,19 @@ export class MallocTrim {
    * event loop for both (measured in bench/RESULTS.md, issue #18's last section).
    *
    * @param reason - why now, for the log line (e.g. `connections settled after a flood`)
-   * @returns what it did, or null when `malloc_trim` is unavailable (never throws)
+   * @returns what it did, or null when `malloc_trim` is unavailable or the attempt failed
+   *   (logged at warn); never rejects
    */
   async trim(reason: string): Promise<TrimResult | null> {
+    try {
+      return await this.attempt(reason);
+    } catch (err) {
+      this.logger.warn({ error: (err as Error).message }, 'releasing freed memory failed');
+      return null;
+    }
+  }
+
+  private async attempt(reason: string): Promise<TrimResult | null> {
     if (this.fn === undefined) {
       try {
         this.fn = this.load();
