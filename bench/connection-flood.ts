@@ -11,13 +11,16 @@
  * 3. many addresses (127.0.1.3 …) add connections until `max_connections` refuses them too
  *    (skipped when this process's `ulimit -n` cannot hold them): accepted, refused by reason,
  *    RSS peak, and whether the platform got through;
- * 4. every connection closed: RSS and file descriptors 2 s and 15 s later.
+ * 4. every connection closed: RSS and file descriptors 2 s and 15 s later — by then espm has
+ *    given the freed memory back (`[server] release_memory_after`, default 128: `malloc_trim(0)`
+ *    5 s after the count settled; its log line's RSS before/after and durations are reported).
+ *    `--no-release` sets `release_memory_after = 0`, to compare.
  *
  * Phases 2–4 run `--rounds` times, so a growing RSS would show. The counts come from espm's
  * own `GET /v1/status` (`connections`). With `--results` a section is appended to
  * bench/RESULTS.md.
  *
- *   npm run build && npx tsx bench/connection-flood.ts [--attempts 5000] [--batch 250] [--rounds 3] [--results]
+ *   npm run build && npx tsx bench/connection-flood.ts [--attempts 5000] [--batch 250] [--rounds 3] [--no-release] [--results]
  *
  * Loopback only; bounded by the attempts and rounds.
  *
@@ -41,7 +44,20 @@ export interface FloodOptions {
   batch?: number;
   /** Rounds of phases 2–4 (default 3). */
   rounds?: number;
+  /** Leave `[server] release_memory_after` at its default (true) or set it to 0 (false). */
+  release?: boolean;
 }
+
+/** espm's log line of one memory release (src/system/malloc-trim.ts). */
+interface ReleaseLine {
+  rss_before_mb: number;
+  rss_after_mb: number;
+  gc_ms: number;
+  trim_ms: number;
+}
+
+/** RSS within this of idle after a flood counts as "back near idle", MB (test/http/connection-limits.test.ts). */
+const NEAR_IDLE_MB = 15;
 
 const PLATFORM = '127.0.0.1';
 const FLOODER = '127.0.1.2';
@@ -106,6 +122,7 @@ interface Connections {
   open: number;
   refused: { total: number; per_address_limit: number; total_limit: number; not_allowed: number };
   timed_out: Record<string, number>;
+  memory_releases: number;
 }
 
 async function connections(daemon: Daemon): Promise<Connections> {
@@ -189,19 +206,28 @@ export async function connectionFloodBench(options: FloodOptions = {}): Promise<
   const attempts = options.attempts ?? 5000;
   const batch = options.batch ?? 250;
   const rounds = options.rounds ?? 3;
-  const limits = CONNECTION_DEFAULTS;
+  const release = options.release ?? true;
+  const limits = { ...CONNECTION_DEFAULTS, releaseMemoryAfter: release ? CONNECTION_DEFAULTS.releaseMemoryAfter : 0 };
   const fileLimit = openFileLimit();
   const manyAddresses = fileLimit >= limits.maxConnections + 2 * batch + 100;
   const started = Date.now();
-  const daemon = await Daemon.start({ config: { classifier: { backend: 'sandbox', worker: 'off' }, ca: { backend: 'sandbox' }, log: { level: 'info' } } });
+  const daemon = await Daemon.start({
+    config: { server: { release_memory_after: limits.releaseMemoryAfter }, classifier: { backend: 'sandbox', worker: 'off' }, ca: { backend: 'sandbox' }, log: { level: 'info' } },
+  });
+  const releaseLines = async (): Promise<ReleaseLine[]> =>
+    (await daemon.log())
+      .split('\n')
+      .filter((l) => l.includes('freed memory released to the system'))
+      .map((l) => JSON.parse(l) as ReleaseLine);
   const raw: string[] = [];
   const figures: Figure[] = [];
+  const trims: ReleaseLine[] = [];
   try {
     await sleep(2000);
     const quiet = await whilePlatformCalls(daemon, () => sleep(3000));
     const idle = { rssMb: (await daemon.rssKb()) / 1024, fds: await fds(daemon), latency: summarize(quiet.latencies) };
     raw.push(
-      `- espm from \`bin/espm\` (sandbox backends, default limits: ${limits.maxConnectionsPerAddress} connections per address, ${limits.maxConnections} in all; first request within ${limits.firstRequestTimeoutMs / 1000} s of the handshake); this process's \`ulimit -n\` ${fileLimit}.`,
+      `- espm from \`bin/espm\` (sandbox backends, default limits: ${limits.maxConnectionsPerAddress} connections per address, ${limits.maxConnections} in all; first request within ${limits.firstRequestTimeoutMs / 1000} s of the handshake; \`release_memory_after\` ${limits.releaseMemoryAfter}); this process's \`ulimit -n\` ${fileLimit}.`,
       `- Idle: RSS ${round(idle.rssMb)} MB, ${idle.fds} fds; the platform's call (\`GET /v1/status\`, a new TLS connection each, from ${PLATFORM}, in a process of its own during the floods) ${formatSummary(idle.latency)}.`,
     );
     for (let r = 1; r <= rounds; r++) {
@@ -227,12 +253,20 @@ export async function connectionFloodBench(options: FloodOptions = {}): Promise<
           `- Round ${r}, many addresses (${addresses[0]} … ${addresses.at(-1)}, ${limits.maxConnectionsPerAddress + 50} attempts each) on top: ${held.length} held in all, espm open ${afterMany.open}; refused total_limit +${afterMany.refused.total_limit - afterOne.refused.total_limit}, per_address_limit +${afterMany.refused.per_address_limit - afterOne.refused.per_address_limit}; RSS peak ${round(many.peakMb)} MB; the platform meanwhile: ${many.latencies.length} answered, ${many.failed} refused (the total is shared: only \`[server] allow\` or a firewall keeps other addresses out).`,
         );
       }
+      const releasesBefore = (await releaseLines()).length;
       for (const s of held) s.destroy();
       await sleep(2000);
       const after2 = { rssMb: (await daemon.rssKb()) / 1024, fds: await fds(daemon) };
       await sleep(13_000);
       const after15 = { rssMb: (await daemon.rssKb()) / 1024, fds: await fds(daemon) };
-      raw.push(`- Round ${r}, all closed: 2 s later RSS ${round(after2.rssMb)} MB, ${after2.fds} fds; 15 s later RSS ${round(after15.rssMb)} MB, ${after15.fds} fds.`);
+      const released = (await releaseLines()).slice(releasesBefore);
+      const counted = (await connections(daemon)).memory_releases;
+      raw.push(
+        `- Round ${r}, all closed: 2 s later RSS ${round(after2.rssMb)} MB, ${after2.fds} fds; 15 s later RSS ${round(after15.rssMb)} MB, ${after15.fds} fds; memory releases meanwhile ${released.length} (${counted} since start-up)${released
+          .map((l) => `: RSS ${l.rss_before_mb} → ${l.rss_after_mb} MB, full GC ${l.gc_ms} ms + malloc_trim(0) ${l.trim_ms} ms`)
+          .join('')}.`,
+      );
+      trims.push(...released);
       if (r === 1 || r === rounds) {
         const suffix = rounds > 1 ? ` (round ${r})` : '';
         figures.push(
@@ -240,11 +274,21 @@ export async function connectionFloodBench(options: FloodOptions = {}): Promise<
           { label: `one address: refused at accept${suffix}`, value: one.result.refused, unit: '', goal: '' },
           { label: `one address: its connections open at once, at most${suffix}`, value: one.maxOpen - 1, unit: '', goal: `≤ max_connections_per_address (${limits.maxConnectionsPerAddress})`, met: one.maxOpen - 1 <= limits.maxConnectionsPerAddress },
           { label: `RSS idle → peak (one address${manyAddresses ? `; ${limits.maxConnections} connections in all` : ''})${suffix}`, value: `${round(idle.rssMb)} → ${round(one.peakMb)}${many === undefined ? '' : ` (${round(many.peakMb)})`}`, unit: 'MB', goal: '' },
-          { label: `RSS 15 s after closing${suffix}`, value: round(after15.rssMb), unit: 'MB', goal: '' },
+          {
+            label: `RSS 15 s after closing${suffix}`,
+            value: `${round(after15.rssMb)} (idle + ${round(after15.rssMb - idle.rssMb)})`,
+            unit: 'MB',
+            goal: `within ${NEAR_IDLE_MB} MB of idle`,
+            met: after15.rssMb - idle.rssMb < NEAR_IDLE_MB,
+          },
           { label: `fds idle → 15 s after closing${suffix}`, value: `${idle.fds} → ${after15.fds}`, unit: '', goal: 'back to idle', met: after15.fds <= idle.fds + 1 },
           { label: `the platform's p50 during the one-address flood / idle${suffix}`, value: `${round(during.p50)} / ${round(idle.latency.p50)}`, unit: 'ms', goal: 'every call answered', met: one.failed === 0 },
         );
       }
+    }
+    if (trims.length > 0) {
+      const ms = trims.map((t) => t.trim_ms).sort((a, b) => a - b);
+      figures.push({ label: `one malloc_trim(0) at ${round(Math.max(...trims.map((t) => t.rss_before_mb)))} MB RSS at most (${trims.length} releases)`, value: `${ms[0]} – ${ms.at(-1)}`, unit: 'ms', goal: '' });
     }
     const log = await daemon.log();
     const summaries = log.split('\n').filter((l) => l.includes('connections refused or timed out')).length;
@@ -256,7 +300,7 @@ export async function connectionFloodBench(options: FloodOptions = {}): Promise<
   return {
     name: 'connection-flood',
     title: 'Connection flood before authentication (bench/connection-flood.ts, issue #18)',
-    command: `npx tsx bench/connection-flood.ts --attempts ${attempts} --batch ${batch} --rounds ${rounds}`,
+    command: `npx tsx bench/connection-flood.ts --attempts ${attempts} --batch ${batch} --rounds ${rounds}${release ? '' : ' --no-release'}`,
     figures,
     raw,
     analysis: [],
@@ -289,11 +333,12 @@ runAlone(import.meta.url, async () => {
     .option('--attempts <n>', 'attempts from the flooding address per round', '5000')
     .option('--batch <n>', 'attempts in flight at once', '250')
     .option('--rounds <n>', 'rounds', '3')
+    .option('--no-release', 'set [server] release_memory_after = 0 (freed memory left to glibc)')
     .option('--results', 'append a section to bench/RESULTS.md')
     .parse()
-    .opts<{ attempts: string; batch: string; rounds: string; results?: boolean }>();
+    .opts<{ attempts: string; batch: string; rounds: string; release: boolean; results?: boolean }>();
   const host = await machine();
-  const result = await connectionFloodBench({ attempts: Number(opts.attempts), batch: Number(opts.batch), rounds: Number(opts.rounds) });
+  const result = await connectionFloodBench({ attempts: Number(opts.attempts), batch: Number(opts.batch), rounds: Number(opts.rounds), release: opts.release });
   if (opts.results === true) await appendResults(result, host);
   return result;
 });

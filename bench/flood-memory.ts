@@ -13,9 +13,14 @@
  *   `malloc_trim(0)`, both called in espm by `gdb -p` (needs gdb and ptrace rights) — if the
  *   trim brings RSS back to idle, nothing live holds the memory: the allocator does.
  *
+ * espm releases that memory itself 5 s after each flood (`[server] release_memory_after`, on by
+ * default: a full GC and `malloc_trim(0)`); its log lines (RSS before/after, durations) are
+ * printed after each round. `--no-release` sets `release_memory_after = 0`, to see what glibc
+ * alone keeps.
+ *
  * The environment is passed on to espm, so glibc tunables can be compared:
  *
- *   npm run build && [MALLOC_ARENA_MAX=2 | MALLOC_MMAP_THRESHOLD_=8192 …] npx tsx bench/flood-memory.ts [--rounds 1] [--trim]
+ *   npm run build && [MALLOC_ARENA_MAX=2 | MALLOC_MMAP_THRESHOLD_=8192 …] npx tsx bench/flood-memory.ts [--rounds 1] [--trim] [--no-release]
  *
  * Prints its figures; writes nothing to RESULTS.md. Loopback only.
  *
@@ -70,16 +75,24 @@ async function trim(daemon: Daemon): Promise<void> {
 const opts = new Command()
   .option('--rounds <n>', 'floods, each followed by the measurement', '1')
   .option('--trim', 'also malloc_stats() and malloc_trim(0) in espm through gdb')
+  .option('--no-release', 'set [server] release_memory_after = 0 (espm leaves freed memory to glibc)')
   .parse()
-  .opts<{ rounds: string; trim?: boolean }>();
+  .opts<{ rounds: string; trim?: boolean; release: boolean }>();
 // Where the probe in espm writes (espm inherits this process's environment).
 const probeOut = join(tmpdir(), `espm-flood-memory-${process.pid}.jsonl`);
 process.env['ESPM_PROBE_OUT'] = probeOut;
 await writeFile(probeOut, '');
 const daemon = await Daemon.start({
   nodeArgs: ['--expose-gc', '--import', join(ROOT, 'bench', 'flood-memory-probe.mjs')],
-  config: { classifier: { backend: 'sandbox', worker: 'off' }, ca: { backend: 'sandbox' }, log: { level: 'info' } },
+  config: {
+    ...(opts.release ? {} : { server: { release_memory_after: 0 } }),
+    classifier: { backend: 'sandbox', worker: 'off' },
+    ca: { backend: 'sandbox' },
+    log: { level: 'info' },
+  },
 });
+/** espm's `freed memory released to the system` lines so far. */
+const releases = async (): Promise<string[]> => (await daemon.log()).split('\n').filter((l) => l.includes('freed memory released to the system'));
 try {
   console.log(`glibc tunables in espm's environment: ${Object.keys(process.env).filter((k) => k.startsWith('MALLOC_') || k === 'GLIBC_TUNABLES').map((k) => `${k}=${process.env[k]}`).join(' ') || 'none'}`);
   await sleep(2000);
@@ -93,6 +106,7 @@ try {
     for (const s of held) s.destroy();
     await sleep(15_000);
     await report(daemon, probeOut, `round ${r}, 15 s after closing`);
+    console.log(`  espm's memory releases so far: ${(await releases()).map((l) => { const j = JSON.parse(l) as Record<string, number>; return `RSS ${j['rss_before_mb']} → ${j['rss_after_mb']} MB (GC ${j['gc_ms']} ms, trim ${j['trim_ms']} ms)`; }).join('; ') || 'none'}`);
   }
   if (opts.trim === true) {
     await trim(daemon);

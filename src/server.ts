@@ -16,6 +16,7 @@ import { ConnectionGuard, connectionLimits, timeoutServerOptions } from './http/
 import { createApp } from './http/app.js';
 import { PROBLEM_CONTENT_TYPE, problemBody } from './http/problem.js';
 import type { Logger } from './logger.js';
+import { MallocTrim } from './system/malloc-trim.js';
 
 /** PEM certificate and private key served to clients. Secret (the key). */
 export interface TlsMaterial {
@@ -113,7 +114,10 @@ export class EspmServer {
     // Limits and timeouts of connections before authentication (src/http/connection-guard.ts).
     const limits = connectionLimits(config.server);
     const https = createServer({ ...tls, minVersion: HTTP_LIMITS.minTlsVersion, ...timeoutServerOptions(limits) }, app);
-    const guard = new ConnectionGuard({ limits, allow: () => server.access.allow, logger });
+    // After a flood, glibc keeps the connections' freed TLS memory: malloc_trim(0) gives it back.
+    const trimmer = new MallocTrim(logger);
+    const releaseMemory = async (): Promise<boolean> => (await trimmer.trim('connections settled after a flood')) !== null;
+    const guard = new ConnectionGuard({ limits, allow: () => server.access.allow, logger, releaseMemory });
     guard.attach(https);
     https.once('close', () => guard.close());
     server = new EspmServer(config, https, logger, daemon, accessSettings(config.server.psk, config.server.allow));

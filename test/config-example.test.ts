@@ -28,6 +28,7 @@ describe('etc/espm.ini.example', () => {
       'drain_timeout',
       'max_connections',
       'max_connections_per_address',
+      'release_memory_after',
     ]);
     const dir = await mkdtemp(join(tmpdir(), 'espm-example-'));
     try {

@@ -113,6 +113,8 @@ describe('parseConfig', () => {
     [{ server: { ...minimal.server, allow: 'example.com' } }, '[server] allow'],
     [{ server: { ...minimal.server, prot: '1' } }, 'unknown key in [server]: prot'],
     [{ ...minimal, servr: {} }, 'unknown section: servr'],
+    [{ server: { ...minimal.server, release_memory_after: '-1' } }, '[server] release_memory_after'],
+    [{ server: { ...minimal.server, max_connections: '100', max_connections_per_address: '50', release_memory_after: '101' } }, '[server] release_memory_after: must be at most max_connections (100), or 0'],
     [{ ...minimal, classifier: { backend: 'nc' } }, '[classifier] backend'],
     [{ ...minimal, classifier: { rake: 'rake' } }, '[classifier] rake: must be an absolute path'],
     [{ ...minimal, classifier: { timeout: '0' } }, '[classifier] timeout'],

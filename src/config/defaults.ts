@@ -119,6 +119,8 @@ export const DEFAULTS = {
     max_connections: 1024,
     /** concurrent connections of one client address (IPv6: per /56) */
     max_connections_per_address: 256,
+    /** connections: once this many were open at once, freed memory is given back to the kernel after they close (0 = never) */
+    release_memory_after: 128,
   },
   classifier: {
     backend: 'dashboard-rake' as ClassifierBackendName,

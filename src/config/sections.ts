@@ -31,6 +31,7 @@ export const serverSection = z
     drain_timeout: seconds(1).default(DEFAULTS.server.drain_timeout),
     max_connections: count('connections', 1, 1_000_000, 'must be at least 1').default(DEFAULTS.server.max_connections),
     max_connections_per_address: count('connections', 1, 1_000_000, 'must be at least 1').default(DEFAULTS.server.max_connections_per_address),
+    release_memory_after: count('connections', 0, 1_000_000, 'must be 0 (never) or more').default(DEFAULTS.server.release_memory_after),
   })
   .superRefine((k, ctx) => {
     if (k.request_timeout < k.headers_timeout) {
@@ -38,6 +39,9 @@ export const serverSection = z
     }
     if (k.max_connections_per_address > k.max_connections) {
       ctx.addIssue({ code: 'custom', path: ['max_connections_per_address'], message: `must be at most max_connections (${k.max_connections})` });
+    }
+    if (k.release_memory_after > k.max_connections) {
+      ctx.addIssue({ code: 'custom', path: ['release_memory_after'], message: `must be at most max_connections (${k.max_connections}), or 0` });
     }
   })
   .transform((k) => ({
@@ -69,6 +73,8 @@ export const serverSection = z
     maxConnections: k.max_connections,
     /** Concurrent connections of one client address (IPv6: per /56). */
     maxConnectionsPerAddress: k.max_connections_per_address,
+    /** After this many connections were open at once, freed memory is released once they close; 0 = never. */
+    releaseMemoryAfter: k.release_memory_after,
   }));
 
 /**

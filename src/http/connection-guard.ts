@@ -19,6 +19,7 @@ import type { TLSSocket } from 'node:tls';
 import { ipKeyGenerator } from 'express-rate-limit';
 import { DEFAULTS } from '../config/defaults.js';
 import type { Logger } from '../logger.js';
+import { MemoryReleaseTrigger } from './memory-release.js';
 
 /** Connection limits and timeouts. Durations in ms. */
 export interface ConnectionLimits {
@@ -50,13 +51,20 @@ export interface ConnectionLimits {
    * address then leaves room for the platform's.
    */
   readonly maxConnectionsPerAddress: number;
+  /**
+   * After the open connections reached this many and fell back to a quarter of it, the freed
+   * memory is given back to the kernel once (src/http/memory-release.ts); connections, 0 = never
+   * (`[server] release_memory_after`).
+   */
+  readonly releaseMemoryAfter: number;
 }
 
 /**
  * The defaults of {@link ConnectionLimits}, in ms: `[server]`'s defaults (src/config/defaults.ts,
  * the one place defaults live) — a handshake in 10 s, the first request within 5 s of it, a
  * request's headers in 10 s and all of it in 30 s, 5 s of idle keep-alive; 1024 connections,
- * 256 per address (bench/discovery.ts's burst opens 200 at once from one address).
+ * 256 per address (bench/discovery.ts's burst opens 200 at once from one address); freed memory
+ * released after 128 connections were open at once.
  */
 export const CONNECTION_DEFAULTS: ConnectionLimits = {
   handshakeTimeoutMs: DEFAULTS.server.handshake_timeout * 1000,
@@ -66,6 +74,7 @@ export const CONNECTION_DEFAULTS: ConnectionLimits = {
   keepAliveTimeoutMs: DEFAULTS.server.keepalive_timeout * 1000,
   maxConnections: DEFAULTS.server.max_connections,
   maxConnectionsPerAddress: DEFAULTS.server.max_connections_per_address,
+  releaseMemoryAfter: DEFAULTS.server.release_memory_after,
 };
 
 /**
@@ -73,8 +82,8 @@ export const CONNECTION_DEFAULTS: ConnectionLimits = {
  * compare two configs' limits.
  */
 export function connectionLimits(limits: ConnectionLimits): ConnectionLimits {
-  const { handshakeTimeoutMs, firstRequestTimeoutMs, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, maxConnections, maxConnectionsPerAddress } = limits;
-  return { handshakeTimeoutMs, firstRequestTimeoutMs, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, maxConnections, maxConnectionsPerAddress };
+  const { handshakeTimeoutMs, firstRequestTimeoutMs, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, maxConnections, maxConnectionsPerAddress, releaseMemoryAfter } = limits;
+  return { handshakeTimeoutMs, firstRequestTimeoutMs, headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, maxConnections, maxConnectionsPerAddress, releaseMemoryAfter };
 }
 
 /** How often Node checks the headers and request timeouts of open connections, ms. */
@@ -106,6 +115,8 @@ export interface ConnectionCounts {
    * or a request's headers or body (`request`).
    */
   timed_out: Record<TimeoutPhase, number>;
+  /** Times the freed memory was given back to the kernel after a flood (`[server] release_memory_after`). */
+  memory_releases: number;
 }
 
 /**
@@ -161,6 +172,12 @@ export interface ConnectionGuardOptions {
   logger: Logger;
   /** At most one summary line per this many ms; default {@link SUMMARY_INTERVAL_MS}. */
   summaryIntervalMs?: number;
+  /**
+   * Gives freed memory back to the kernel (`malloc_trim(0)`, src/system/malloc-trim.ts), called
+   * after a flood as `limits.releaseMemoryAfter` says; resolves true when it did, never rejects.
+   * Default: none.
+   */
+  releaseMemory?: () => Promise<boolean>;
 }
 
 /** Counts of one summary window. */
@@ -197,10 +214,13 @@ export class ConnectionGuard {
   private window = emptyWindow();
   private summaryTimer: NodeJS.Timeout | undefined;
   private readonly summaryIntervalMs: number;
+  private readonly memory: MemoryReleaseTrigger;
 
   constructor(private readonly options: ConnectionGuardOptions) {
     this.limits = options.limits;
     this.summaryIntervalMs = options.summaryIntervalMs ?? SUMMARY_INTERVAL_MS;
+    const release = options.releaseMemory;
+    this.memory = new MemoryReleaseTrigger({ threshold: release === undefined ? 0 : this.limits.releaseMemoryAfter, release: release ?? (() => Promise.resolve(false)) });
   }
 
   /**
@@ -235,12 +255,14 @@ export class ConnectionGuard {
       open: this.open,
       refused: { total: refused.not_allowed + refused.per_address_limit + refused.total_limit, ...refused },
       timed_out: { ...this.timedOut },
+      memory_releases: this.memory.releases,
     };
   }
 
-  /** Logs the pending summary (if any) and stops its timer. */
+  /** Logs the pending summary (if any) and stops its timer and a pending memory release. */
   close(): void {
     this.flush();
+    this.memory.close();
   }
 
   /** Checks a new TCP connection; refuses it (reset, counted) or tracks it until it closes. */
@@ -262,9 +284,11 @@ export class ConnectionGuard {
       return false;
     }
     this.open += 1;
+    this.memory.update(this.open);
     this.perAddress.set(key, mine + 1);
     socket.once('close', () => {
       this.open -= 1;
+      this.memory.update(this.open);
       const left = (this.perAddress.get(key) ?? 1) - 1;
       if (left <= 0) this.perAddress.delete(key);
       else this.perAddress.set(key, left);

@@ -74,6 +74,7 @@ describe('espm over HTTPS', () => {
         open: expect.any(Number),
         refused: { total: 0, per_address_limit: 0, total_limit: 0, not_allowed: 0 },
         timed_out: { handshake: 0, first_request: 0, request: 0 },
+        memory_releases: 0,
       },
     });
   });
