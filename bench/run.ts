@@ -4,7 +4,7 @@
  * Node, load average), date, command and raw numbers. Figures are ratios against a baseline
  * measured in the same run wherever there is one; nothing here is a test.
  *
- *   npm run build && npx tsx bench/run.ts [--only startup,overhead,discovery,burst,ca] [--no-results]
+ *   npm run build && npx tsx bench/run.ts [--only startup,overhead,discovery,burst,ca,puppetdb,nc-requests,enc,autosign] [--no-results]
  *     [--burst-minutes 4] [--burst-launches 50]
  *     (--only also takes burst-boot or burst-ca: one of bench 3's two runs)
  *
@@ -21,6 +21,10 @@
  *    the reason, when it is not installed)
  * 6. bench/puppetdb.ts — DELETE with `[puppetdb] url` on vs off on a real PuppetDB: added p50
  *    and PuppetDB requests per DELETE (skipped, with the reason, when PuppetDB is not installed)
+ * 7. bench/nc-requests.ts — Node Classifier requests per launch and per termination
+ * 8. bench/enc.ts — `espm enc` (through bin/espm-enc) vs a minimal Ruby ENC: owned ≤ 1.0×,
+ *    not owned ≤ +20 ms over the Ruby fallback alone (p50 and p99)
+ * 9. bench/autosign.ts — `espm autosign` per CSR vs a minimal Ruby policy script (≤ 1.0×)
  *
  * Bounded: every bench has fixed counts or durations; the launch burst is stopped after
  * `--burst-minutes`. Loopback only.
@@ -34,7 +38,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { caBench } from './ca.js';
+import { autosignBench } from './autosign.js';
 import { discoveryBench } from './discovery.js';
+import { encBench } from './enc.js';
 import { BurstReportSchema, FLOOR_RATIO_GOAL, type BurstReport } from './launch-burst.js';
 import { ncRequestsBench } from './nc-requests.js';
 import { overheadBench } from './overhead.js';
@@ -44,7 +50,7 @@ import { assertBuilt, figureLine, loadAverage, machine, printResult, RESULTS_PAT
 
 /** Options of {@link runBenches}. */
 export interface RunOptions {
-  /** Benches to run (default all): startup, overhead, discovery, burst, ca, nc-requests; or burst-boot / burst-ca for one half of burst. */
+  /** Benches to run (default all): {@link BENCHES}; or burst-boot / burst-ca for one half of burst. */
   only?: readonly string[];
   /** Append the section to bench/RESULTS.md (default true). */
   results?: boolean;
@@ -59,7 +65,7 @@ export interface RunOptions {
 }
 
 /** Every bench, in the order run. */
-export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca', 'puppetdb', 'nc-requests'] as const;
+export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca', 'puppetdb', 'nc-requests', 'enc', 'autosign'] as const;
 
 /** The two runs of bench 3, each selectable alone with `--only`: issue #9's slow console boot, issue #8's puppet cert CA. */
 export const BURST_RUNS = ['burst-boot', 'burst-ca'] as const;
@@ -280,6 +286,8 @@ export async function runBenches(options: RunOptions = {}): Promise<BenchResult[
     ['ca', () => caBench()],
     ['puppetdb', () => puppetdbBench()],
     ['nc-requests', () => ncRequestsBench()],
+    ['enc', () => encBench()],
+    ['autosign', () => autosignBench()],
   ];
   const results: BenchResult[] = [];
   for (const [name, bench] of plan) {
