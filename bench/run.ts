@@ -4,7 +4,7 @@
  * Node, load average), date, command and raw numbers. Figures are ratios against a baseline
  * measured in the same run wherever there is one; nothing here is a test.
  *
- *   npm run build && npx tsx bench/run.ts [--only startup,overhead,discovery,burst,ca,puppetdb,nc-requests,enc,autosign] [--no-results]
+ *   npm run build && npx tsx bench/run.ts [--only startup,overhead,discovery,burst,ca,puppetdb,nc-requests,nc-overhead,enc,autosign] [--no-results]
  *     [--burst-minutes 4] [--burst-launches 50]
  *     (--only also takes burst-boot or burst-ca: one of bench 3's two runs)
  *
@@ -22,6 +22,8 @@
  * 6. bench/puppetdb.ts — DELETE with `[puppetdb] url` on vs off on a real PuppetDB: added p50
  *    and PuppetDB requests per DELETE (skipped, with the reason, when PuppetDB is not installed)
  * 7. bench/nc-requests.ts — Node Classifier requests per launch and per termination
+ *    and bench/nc-overhead.ts — espm's list/create/delete vs the same Node Classifier requests
+ *    sent directly (the double at 100 ms per request), p50 ratio ≤ 1.10
  * 8. bench/enc.ts — `espm enc` (through bin/espm-enc) vs a minimal Ruby ENC: owned ≤ 1.0×,
  *    not owned ≤ +20 ms over the Ruby fallback alone (p50 and p99)
  * 9. bench/autosign.ts — `espm autosign` per CSR vs a minimal Ruby policy script (≤ 1.0×)
@@ -42,6 +44,7 @@ import { autosignBench } from './autosign.js';
 import { discoveryBench } from './discovery.js';
 import { encBench } from './enc.js';
 import { BurstReportSchema, FLOOR_RATIO_GOAL, type BurstReport } from './launch-burst.js';
+import { ncOverheadBench } from './nc-overhead.js';
 import { ncRequestsBench } from './nc-requests.js';
 import { overheadBench } from './overhead.js';
 import { puppetdbBench } from './puppetdb.js';
@@ -65,7 +68,7 @@ export interface RunOptions {
 }
 
 /** Every bench, in the order run. */
-export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca', 'puppetdb', 'nc-requests', 'enc', 'autosign'] as const;
+export const BENCHES = ['startup', 'overhead', 'discovery', 'burst', 'ca', 'puppetdb', 'nc-requests', 'nc-overhead', 'enc', 'autosign'] as const;
 
 /** The two runs of bench 3, each selectable alone with `--only`: issue #9's slow console boot, issue #8's puppet cert CA. */
 export const BURST_RUNS = ['burst-boot', 'burst-ca'] as const;
@@ -286,6 +289,7 @@ export async function runBenches(options: RunOptions = {}): Promise<BenchResult[
     ['ca', () => caBench()],
     ['puppetdb', () => puppetdbBench()],
     ['nc-requests', () => ncRequestsBench()],
+    ['nc-overhead', () => ncOverheadBench()],
     ['enc', () => encBench()],
     ['autosign', () => autosignBench()],
   ];
