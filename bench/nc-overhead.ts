@@ -22,6 +22,7 @@
  * @packageDocumentation
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import { Agent, request } from 'undici';
 import { startNodeClassifier } from '../test/support/node-classifier.js';
@@ -186,10 +187,8 @@ export async function ncOverheadBench(calls = 50, delayMs = 100, goal = 1.1): Pr
       process.stdout.write(`  nc-overhead ${op.name}: espm p50 ${round(espm.p50)} ms, direct p50 ${round(direct.p50)} ms, ratio ${ratio.toFixed(3)}\n`);
     }
     client.close();
-    const status = await client.request('GET', '/v1/status');
-    const stateNote = status.status === 200 ? '' : ` (GET /v1/status answered ${status.status})`;
     result.raw.unshift(
-      `- The Node Classifier double in the bench's process, every request answered after ${delayMs} ms; espm spawned from \`bin/espm\` (\`[classifier] backend = pe-node-classifier\`, certificate authentication, \`cache_ttl = 3600\`; sandbox CA), one keep-alive TLS connection from the bench; the direct side: undici with espm's client certificate, keep-alive. ${calls} calls per operation and side, alternating which goes first${stateNote}. A create: 2 groups, 1 class, 1 parameter.`,
+      `- The Node Classifier double in the bench's process, every request answered after ${delayMs} ms; espm spawned from \`bin/espm\` (\`[classifier] backend = pe-node-classifier\`, certificate authentication, \`cache_ttl = 3600\`; sandbox CA), one keep-alive TLS connection from the bench; the direct side: undici with espm's client certificate, keep-alive. ${calls} calls per operation and side, alternating which goes first. A create: 2 groups, 1 class, 1 parameter.`,
       '',
       '| operation | Node Classifier requests espm sent per call (× calls; replayed directly) | n | espm p50 / p99 ms | direct p50 / p99 ms | ratio p50 | espm − direct p50 ms | espm CPU per call ms |',
       '|---|---|---|---|---|---|---|---|',
@@ -198,7 +197,7 @@ export async function ncOverheadBench(calls = 50, delayMs = 100, goal = 1.1): Pr
     );
     const missed = result.figures.filter((f) => f.met === false);
     if (missed.length > 0) {
-      const ledger = (await readFile(`${daemon.setup.dir}/var/ledger.json`, 'utf8').catch(() => '')).length;
+      const ledger = (await readFile(join(daemon.setup.dir, 'var', 'ledger.json'), 'utf8').catch(() => '')).length;
       result.analysis.push(
         `- Goal missed for ${missed.map((f) => f.label.split(':')[0]).join(', ')}. espm's share per call is the column "espm − direct": the bench's HTTPS request to espm (TLS on loopback, PSK check, JSON), the ledger written twice with fsync for a create or a delete (${ledger} bytes now), and espm's own client to the double (undici too); its CPU per call is in the last column. It does not grow with the double's delay: with a real console's tens to hundreds of ms per request it is a smaller share.`,
       );

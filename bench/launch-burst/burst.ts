@@ -1,7 +1,8 @@
 /**
  * bench/launch-burst.ts's driver: one (mode, concurrency) run — a fresh console or Node
- * Classifier double (and `puppet cert` double with its floor), a fresh in-process espm whose runner counts what it
- * spawns, `--concurrency` launches in flight, then the counts and the CA-side timeline.
+ * Classifier double (bench/launch-burst/classifier.ts; and a `puppet cert` double with its
+ * floor), a fresh in-process espm whose runner counts what it spawns, `--concurrency` launches
+ * in flight, then the counts and the CA-side timeline.
  *
  * @packageDocumentation
  */

@@ -9,6 +9,7 @@
 import { Agent, request } from 'undici';
 import { ExecaCommandRunner, type CommandSpec } from '../../src/exec/command.js';
 import { perNodeGroupName, perNodeRule } from '../../src/classifier/pe-node-classifier.js';
+import { DEFAULTS } from '../../src/config/defaults.js';
 import { CONSOLE_RAKEFILE, ConsoleDouble, type ConsoleKnobs, type Invocation, type WorkerMode } from '../../test/support/console.js';
 import { startNodeClassifier } from '../../test/support/node-classifier.js';
 import { msSince } from '../support.js';
@@ -85,8 +86,8 @@ async function nodeClassifierSide(settings: RunSettings): Promise<BurstClassifie
     directCreate: async (node) => {
       const group = {
         name: perNodeGroupName(node),
-        parent: '00000000-0000-4000-8000-000000000000',
-        environment: 'production',
+        parent: DEFAULTS.classifier.parent_group,
+        environment: DEFAULTS.classifier.environment,
         description: `Created by espm for node ${node}; deleted by espm when the node is deleted.`,
         rule: perNodeRule(node),
         classes: { ntp: {} },
