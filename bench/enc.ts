@@ -23,16 +23,19 @@
  *
  *   npm run build && npx tsx bench/enc.ts [--runs 5] [--calls 100] [--no-results]
  *
+ * bench/run.ts runs it as `enc` ({@link encBench}).
+ *
  * @packageDocumentation
  */
 import { spawnSync } from 'node:child_process';
 import { appendFile, chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Command } from 'commander';
 import { stringify } from 'yaml';
 import { ENC_FILE_FORMAT, type EncFile } from '../src/classifier/enc-file.js';
 import { writeOwnedNames } from '../src/classifier/enc-owned.js';
 import { parseGroups, renderAnswer, renderNode } from '../src/classifier/enc-groups.js';
-import { assertBuilt, loadAverage, machine, removeDir, RESULTS_PATH, ROOT, round, summarize, tempDir, type Summary } from './support.js';
+import { loadAverage, machine, removeDir, RESULTS_PATH, ROOT, round, runAlone, summarize, tempDir, type BenchResult, type Summary } from './support.js';
 
 const NODES = 1000;
 const ENV = { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' };
@@ -57,13 +60,17 @@ function timeCall(file: string, args: string[]): number {
   return ms;
 }
 
-async function main(): Promise<void> {
-  assertBuilt();
-  const callsArg = process.argv.indexOf('--calls');
-  const calls = callsArg === -1 ? 100 : Number(process.argv[callsArg + 1]);
-  const runsArg = process.argv.indexOf('--runs');
-  const runs = runsArg === -1 ? 5 : Number(process.argv[runsArg + 1]);
-  const writeResults = !process.argv.includes('--no-results');
+/** A row of the table: figure, value, goal, verdict (`met`, `not met` or '' for information). */
+type Row = [string, string, string, string];
+
+/**
+ * Runs the bench: `calls` calls per side per run, `runs` runs.
+ *
+ * @returns figures (owned: ratio ≤ 1.0× at p50 and p99; not owned: ≤ +20 ms at p50 and p99)
+ *   and the table with every side's order statistics as raw lines
+ * @throws when a call exits non-zero
+ */
+export async function encBench(calls = 100, runs = 5): Promise<BenchResult> {
   const dir = await tempDir('espm-bench-enc-');
   try {
     const rubyEnc = join(dir, 'enc.rb');
@@ -143,13 +150,13 @@ async function main(): Promise<void> {
       const all = perRun.map(f);
       return { median: median(all), all };
     };
-    const ratioRow = (side: Side, base: Side, p: P, what: string, goal: boolean): [string, string, string, string] => {
+    const ratioRow = (side: Side, base: Side, p: P, what: string, goal: boolean): Row => {
       const r = across((x) => x[side][p] / x[base][p]);
       const a = across((x) => x[side][p]);
       const b = across((x) => x[base][p]);
       return [`${what}, ${p}`, `${round(a.median)} / ${round(b.median)} ms; ratio ${round(r.median, 2)}× (runs: ${r.all.map((v) => round(v, 2)).join(', ')})`, goal ? '≤ 1.0×' : '', goal ? (r.median <= 1 ? 'met' : 'not met') : ''];
     };
-    const diffRow = (side: Side, base: Side, p: P, what: string, goal: boolean): [string, string, string, string] => {
+    const diffRow = (side: Side, base: Side, p: P, what: string, goal: boolean): Row => {
       const d = across((x) => x[side][p] - x[base][p]);
       const a = across((x) => x[side][p]);
       const b = across((x) => x[base][p]);
@@ -168,9 +175,6 @@ async function main(): Promise<void> {
     ];
     const host = await machine();
     const lines = [
-      '',
-      `## espm enc per call (bench/enc.ts, issue #14) — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
-      '',
       `- Machine: ${host.text}; load average ${loadAverage()} at the end (shared with other engineers' jobs: each figure is the median over ${runs} runs of a ratio or difference taken within one run).`,
       `- Command: \`npm run build && npx tsx bench/enc.ts --runs ${runs} --calls ${calls}\` (${round((Date.now() - started) / 1000)} s); ${calls} calls per side per run, in a shuffled order each round; ${NODES} nodes in each file; environment PATH and LANG only.`,
       '',
@@ -181,11 +185,25 @@ async function main(): Promise<void> {
       ...order.map((k) => `- ${k} (median over runs): min ${round(median(perRun.map((x) => x[k].min)))} / p50 ${round(median(perRun.map((x) => x[k].p50)))} / p90 ${round(median(perRun.map((x) => x[k].p90)))} / p99 ${round(median(perRun.map((x) => x[k].p99)))} / max ${round(median(perRun.map((x) => x[k].max)))} ms`),
       '',
     ];
-    console.log(lines.join('\n'));
-    if (writeResults) await appendFile(RESULTS_PATH, lines.join('\n'));
+    return {
+      name: 'enc',
+      title: 'espm enc per call vs a minimal Ruby ENC (bench/enc.ts, issue #14)',
+      command: `npx tsx bench/enc.ts --runs ${runs} --calls ${calls}`,
+      figures: rows.filter((r) => r[2] !== '').map(([label, value, goal, verdict]) => ({ label, value, unit: '', goal, met: verdict === 'met' })),
+      raw: lines,
+      analysis: rows.some((r) => r[3] === 'not met')
+        ? [`- A goal missed. The front's own cost (espm-enc → /bin/true − /bin/true alone) is ${rows[5]![1]} at p50, ${rows[6]![1]} at p99; the rest of a not-owned difference is the Ruby fallback started under the front (min: ${rows[4]![1]}), whose start-up stretches with the machine's load.`]
+        : [],
+    };
   } finally {
     await removeDir(dir);
   }
 }
 
-await main();
+runAlone(import.meta.url, async () => {
+  const o = new Command('enc').option('--calls <n>', 'calls per side per run', '100').option('--runs <n>', 'runs', '5').option('--no-results', 'print only; do not append to bench/RESULTS.md').parse().opts<{ calls: string; runs: string; results: boolean }>();
+  const result = await encBench(Number(o.calls), Number(o.runs));
+  const heading = `## espm enc per call (bench/enc.ts, issue #14) — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+  if (o.results) await appendFile(RESULTS_PATH, ['', heading, '', ...result.raw].join('\n'));
+  return result;
+});

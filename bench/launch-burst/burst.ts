@@ -1,17 +1,18 @@
 /**
- * bench/launch-burst.ts's driver: one (mode, concurrency) run — a fresh console double (and
- * `puppet cert` double with its floor), a fresh in-process espm whose runner counts what it
- * spawns, `--concurrency` launches in flight, then the counts and the CA-side timeline.
+ * bench/launch-burst.ts's driver: one (mode, concurrency) run — a fresh console or Node
+ * Classifier double (bench/launch-burst/classifier.ts; and a `puppet cert` double with its
+ * floor), a fresh in-process espm whose runner counts what it spawns, `--concurrency` launches
+ * in flight, then the counts and the CA-side timeline.
  *
  * @packageDocumentation
  */
 import { neverOverlapping, PUPPET_CERT_DOUBLE, PuppetCertMaster } from '../../test/support/ca.js';
-import { ConsoleDouble, type ConsoleKnobs, type Invocation } from '../../test/support/console.js';
 import { apiClient, startEspm } from '../../test/support/espm.js';
 import { CountingRunner } from '../../test/support/runner.js';
 import { loadAverage } from '../support.js';
+import { classifierSide } from './classifier.js';
 import { caLog, clearCaLog, cpuReading, cpuUse, measureFloor, timeline, waitFor } from './measure.js';
-import { CONSOLE_SLEEP_TASKS, seconds, tally, type Floor, type LaunchTimes, type RunResult, type RunSettings } from './model.js';
+import { seconds, tally, type Floor, type LaunchTimes, type RunResult, type RunSettings } from './model.js';
 
 /**
  * One (mode, concurrency) run of the launch burst.
@@ -21,11 +22,8 @@ import { CONSOLE_SLEEP_TASKS, seconds, tally, type Floor, type LaunchTimes, type
  * @throws when a double cannot be set up or espm does not start within `maxMs`
  */
 export async function run(settings: RunSettings): Promise<RunResult> {
-  const { rake, mode, concurrency, launches, bootS, consoleSleepS, maxMs } = settings;
-  const knobs: ConsoleKnobs = { version: '1.2.10', boot_sleep: bootS };
-  const consoleDouble = await ConsoleDouble.create(knobs);
-  await consoleDouble.store(); // seed it now (a plain rake run), not during the measurement
-  if (consoleSleepS > 0) await consoleDouble.setKnobs({ ...knobs, faults: Object.fromEntries(CONSOLE_SLEEP_TASKS.map((t) => [t, { sleep: consoleSleepS }])) });
+  const { rake, mode, concurrency, launches, maxMs } = settings;
+  const classifier = await classifierSide(settings);
   let master: PuppetCertMaster | undefined;
   let floor: Floor | undefined;
   const result: RunResult = { mode, concurrency, launches, startupS: NaN, burstS: NaN, latenciesS: [], createLatenciesS: [], ok: 0, processes: 0, tasks: 0, tasksByName: {} };
@@ -37,21 +35,21 @@ export async function run(settings: RunSettings): Promise<RunResult> {
       if (created.exitCode !== 0) throw new Error(`puppet cert double: creating the CA failed: ${created.stdout}`);
       await master.setKnobs({ sleep: { '*': settings.caSleepS } });
       await clearCaLog(master);
-      floor = await measureFloor(settings, consoleDouble, master);
+      floor = await measureFloor(settings, classifier, master);
       await clearCaLog(master);
-      await consoleDouble.clearInvocations();
+      await classifier.clear();
     }
     const runner = new CountingRunner();
     const t0 = Date.now();
     // [ca] ssldir set, as espm_setup writes it (empty, espm would ask puppet once per daemon).
     const ca: Record<string, string> = master === undefined ? { backend: 'sandbox' } : { ...master.caConfig(), ssldir: master.ssldir };
-    const espm = await startEspm({ classifier: { ...consoleDouble.classifierConfig(rake, mode), timeout: Math.max(120, bootS * 6) }, ca, log: { level: 'info' } }, { runner });
+    const espm = await startEspm({ classifier: classifier.config, ca, log: { level: 'info' } }, { runner });
     try {
       await waitFor(() => espm.logs.text().includes('console found') || espm.logs.text().includes('console not usable'), maxMs, 'start-up');
       result.startupS = seconds(Date.now() - t0);
       const caAtStartup = master === undefined ? 0 : (await caLog(master)).filter((l) => l.event === 'start').length;
       if (master !== undefined) await clearCaLog(master);
-      await consoleDouble.clearInvocations();
+      await classifier.clear();
       const callsBefore = runner.calls.length;
       const api = apiClient(espm);
       const times: LaunchTimes[] = [];
@@ -84,15 +82,13 @@ export async function run(settings: RunSettings): Promise<RunResult> {
       result.latenciesS.sort((a, b) => a - b);
       result.createLatenciesS.sort((a, b) => a - b);
       const spawned = runner.calls.slice(callsBefore);
-      result.processes = spawned.filter((c) => c.file === rake).length;
-      const tasksRun = await consoleDouble.tasksRun();
+      result.processes = rake === '' ? 0 : spawned.filter((c) => c.file === rake).length;
+      const tasksRun = await classifier.tasksRun();
       result.tasksByName = tally(tasksRun);
       result.tasks = tasksRun.filter((t) => t !== '-T').length;
       if (master !== undefined && floor !== undefined) {
         const log = await caLog(master);
         const ends = log.filter((l) => l.event === 'end').map((l) => ({ action: l.action ?? '?', name: l.action === 'generate' ? l.argv[2] : undefined, start: l.start_ms!, end: l.end_ms! }));
-        const rakeEnds = (await consoleDouble.invocations()).filter((i): i is Invocation & { start_ts: number } => i.event === 'end' && i.start_ts !== undefined);
-        const taskEnds = (await consoleDouble.taskLog()).filter((i) => i.event === 'task_end' && i.start_ts !== undefined);
         result.ca = {
           floor,
           caByAction: tally(log.filter((l) => l.event === 'start').map((l) => l.action ?? '?')),
@@ -103,8 +99,8 @@ export async function run(settings: RunSettings): Promise<RunResult> {
             times,
             ends,
             runner.intervals.filter((c) => c.start >= started && c.file === PUPPET_CERT_DOUBLE).map((c) => ({ name: c.args[1] === 'generate' ? c.args[2] : undefined, start: c.start, end: c.end })),
-            rakeEnds.map((i) => ({ start: i.start_ts, end: i.ts })),
-            taskEnds.map((i) => ({ task: i.task ?? '?', start: i.start_ts!, end: i.ts })),
+            await classifier.rakeEnds(),
+            await classifier.taskEnds(),
             started,
             ended,
           ),
@@ -117,7 +113,7 @@ export async function run(settings: RunSettings): Promise<RunResult> {
       await espm.stop();
     }
   } finally {
-    await consoleDouble.remove();
+    await classifier.remove();
     await master?.remove();
   }
   return result;

@@ -7,10 +7,10 @@
  */
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ExecaCommandRunner, type CommandSpec } from '../../src/exec/command.js';
+import { ExecaCommandRunner } from '../../src/exec/command.js';
 import { PUPPET_CERT_DOUBLE, type PuppetCertMaster } from '../../test/support/ca.js';
-import { CONSOLE_RAKEFILE, type ConsoleDouble } from '../../test/support/console.js';
 import { msSince, round } from '../support.js';
+import type { BurstClassifierSide } from './classifier.js';
 import { seconds, type CpuUse, type Floor, type LaunchTimes, type RunSettings, type Timeline } from './model.js';
 
 /** Polls `condition` every 50 ms; throws after `timeoutMs`. */
@@ -87,31 +87,15 @@ export function showCpu(c: CpuUse, cores: number): string {
 }
 
 /**
- * The serialized-CA floor: one direct create, then `floorCalls` direct CA calls one after the
- * other, with espm's own runner (src/exec: execa, the same argv, scrubbed environment and
- * timeouts) and nothing else of espm.
+ * The serialized-CA floor: one direct create (the classifier side's: rake tasks, or Node
+ * Classifier requests), then `floorCalls` direct CA calls one after the other, with espm's own
+ * runner (src/exec: execa, the same argv, scrubbed environment and timeouts) and nothing else
+ * of espm.
  */
-export async function measureFloor(settings: RunSettings, consoleDouble: ConsoleDouble, master: PuppetCertMaster): Promise<Floor> {
+export async function measureFloor(settings: RunSettings, classifier: BurstClassifierSide, master: PuppetCertMaster): Promise<Floor> {
   const runner = new ExecaCommandRunner();
   const cpuFrom = await cpuReading();
-  const timed = async (spec: CommandSpec, ok: (stdout: string) => boolean): Promise<number> => {
-    const t = process.hrtime.bigint();
-    const r = await runner.run(spec);
-    const ms = msSince(t);
-    if (r.exitCode !== 0 || !ok(r.stdout)) throw new Error(`floor: ${spec.file} ${spec.args.join(' ')} failed (exit ${r.exitCode}): ${r.stdout}${r.stderr}`);
-    return ms;
-  };
-  // src/classifier/dashboard-rake.ts rakeProcess(): rake -s -f <Rakefile> RAILS_ENV=<env> <task> k=v…
-  const rake = (task: string, ...args: string[]): CommandSpec => ({
-    file: settings.rake,
-    args: ['-s', '-f', CONSOLE_RAKEFILE, 'RAILS_ENV=production', task, ...args],
-    cwd: consoleDouble.dir,
-    timeoutMs: 120_000,
-    env: { RAILS_ENV: 'production' },
-  });
-  const node = `floor-${settings.mode}.example.test`;
-  const addMs = await timed(rake('node:add', `name=${node}`, 'groups=default', 'classes=ntp'), (out) => out.includes('Node successfully created!'));
-  const parametersMs = await timed(rake('node:parameters', `name=${node}`, 'parameters=role=web'), (out) => out.includes('Node parameters successfully edited'));
+  const { addMs, parametersMs } = await classifier.directCreate(`floor-${settings.mode}.example.test`);
   // src/ca/puppet-cert.ts issue(): puppet cert generate NAME --color false --config <puppet.conf>, [ca] timeout 60 s.
   const callsMs: number[] = [];
   const spans: Array<{ start: number; end: number }> = [];
@@ -119,7 +103,10 @@ export async function measureFloor(settings: RunSettings, consoleDouble: Console
     const certname = `floor-${settings.mode}-${i}.example.test`;
     const spec = { file: PUPPET_CERT_DOUBLE, args: ['cert', 'generate', certname, '--color', 'false', '--config', master.confPath], timeoutMs: 60_000 };
     const start = Date.now();
-    callsMs.push(await timed(spec, (out) => !/^err:/m.test(out)));
+    const t = process.hrtime.bigint();
+    const r = await runner.run(spec);
+    callsMs.push(msSince(t));
+    if (r.exitCode !== 0 || /^err:/m.test(r.stdout)) throw new Error(`floor: ${spec.file} ${spec.args.join(' ')} failed (exit ${r.exitCode}): ${r.stdout}${r.stderr}`);
     spans.push({ start, end: Date.now() });
   }
   const cpu = cpuUse(cpuFrom, await cpuReading());

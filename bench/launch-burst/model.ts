@@ -11,6 +11,12 @@ import { round } from '../support.js';
 /** Which CA signs the burst's certificates: the sandbox (issue #9) or the `puppet cert` 2.7 double (issue #8, bench 3). */
 export type BurstCa = 'sandbox' | 'puppet-cert';
 
+/** Which classifier the burst's nodes go to: the console double by rake (issues #8, #9) or the Node Classifier double over HTTPS (issue #19). */
+export type BurstClassifier = 'dashboard-rake' | 'pe-node-classifier';
+
+/** How a run reaches the classifier: the console worker on or off, or the Node Classifier's HTTP API. */
+export type BurstMode = WorkerMode | 'pe-node-classifier';
+
 /** Console tasks a launch can run that `--console-sleep` slows (the double's per-task `faults` sleep). */
 export const CONSOLE_SLEEP_TASKS = ['node:add', 'node:parameters', 'nodegroup:list', 'nodeclass:list'] as const;
 
@@ -19,9 +25,12 @@ export const FLOOR_RATIO_GOAL = 1.15;
 
 /** What one (mode, concurrency) run is asked to do. */
 export interface RunSettings {
-  /** Absolute path of rake (runs the console double). */
+  /** Absolute path of rake (runs the console double; '' with the Node Classifier). */
   rake: string;
-  mode: WorkerMode;
+  mode: BurstMode;
+  classifier: BurstClassifier;
+  /** ms the Node Classifier double takes per request (pe-node-classifier only). */
+  ncDelayMs: number;
   concurrency: number;
   launches: number;
   /** The console double's `boot_sleep`, s. */
@@ -144,7 +153,7 @@ export interface CaDetail {
 
 /** One (mode, concurrency) run. */
 export interface RunResult {
-  mode: WorkerMode;
+  mode: BurstMode;
   concurrency: number;
   launches: number;
   /** espm start until its start-up console check logged `console found`, s. */
@@ -161,7 +170,7 @@ export interface RunResult {
   processes: number;
   /** Console tasks run during the burst (in processes or the worker), `rake -T` excluded. */
   tasks: number;
-  /** Console tasks run during the burst by name (`-T` for a task listing). */
+  /** Console tasks run during the burst by name (`-T` for a task listing); with the Node Classifier, its requests by `METHOD path` (ids as `:id`). */
   tasksByName: Record<string, number>;
   /** puppet-cert runs only. */
   ca?: CaDetail;
@@ -171,8 +180,8 @@ export interface RunResult {
 
 /** The summary of a puppet-cert run (issue #8, bench 3), as bench/run.ts reads it from the JSON report. */
 export interface CaBurstSummary {
-  /** Console worker on (`worker`) or one rake process per console call (`process`). */
-  mode: WorkerMode;
+  /** Console worker on (`worker`), one rake process per console call (`process`), or the Node Classifier's API. */
+  mode: BurstMode;
   /** Launches in flight at a time. */
   concurrency: number;
   /** Seconds the CA took per call (`--ca-sleep`). */
@@ -203,6 +212,8 @@ export interface CaBurstSummary {
   caOther: number;
   /** No two CA processes overlapped (espm's CA mutex held). */
   serialized: boolean;
+  /** Node Classifier requests during the burst (pe-node-classifier runs only). */
+  ncRequests?: number;
 }
 
 /** `ms` as seconds, 2 decimals. */
@@ -248,6 +259,7 @@ export function caSummary(r: RunResult, caSleepS: number): CaBurstSummary {
     caGenerate,
     caOther: caAll - caGenerate,
     serialized: ca.serialized,
+    ...(r.mode === 'pe-node-classifier' ? { ncRequests: allTasks } : {}),
   };
 }
 
@@ -255,9 +267,11 @@ export function caSummary(r: RunResult, caSleepS: number): CaBurstSummary {
 const figure = z.number().nullable().transform((v) => v ?? Number.NaN);
 const count0 = z.number().int().nonnegative();
 
+const mode = z.enum(['worker', 'process', 'pe-node-classifier']);
+
 /** {@link CaBurstSummary} as the JSON report holds it. */
 export const CaBurstSummarySchema = z.object({
-  mode: z.enum(['worker', 'process']),
+  mode,
   concurrency: count0,
   caSleepS: figure,
   wallS: figure,
@@ -273,11 +287,12 @@ export const CaBurstSummarySchema = z.object({
   caGenerate: count0,
   caOther: z.number().int(),
   serialized: z.boolean(),
+  ncRequests: count0.optional(),
 });
 
 /** One (mode, concurrency) run in the JSON report: the figures bench/run.ts judges. */
 export const BurstRunSummarySchema = z.object({
-  mode: z.enum(['worker', 'process']),
+  mode,
   concurrency: count0,
   launches: count0,
   /** espm start until its start-up console check, s. */

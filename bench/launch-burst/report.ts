@@ -4,6 +4,7 @@
  *
  * @packageDocumentation
  */
+import { DEFAULT_CONNECTIONS } from '../../src/puppet-http/client.js';
 import { formatSummary, quantile, round, summarize } from '../support.js';
 import { showCpu } from './measure.js';
 import { caSummary, CONSOLE_SLEEP_TASKS, FLOOR_RATIO_GOAL, seconds, showTally, type CaBurstSummary, type RunResult } from './model.js';
@@ -47,7 +48,7 @@ export function bootSection(results: readonly RunResult[], host: string, command
   return lines;
 }
 
-/** Where a puppet-cert run's wall time went, against its floor (markdown lines). */
+/** Where a puppet-cert run's wall time went, against its floor (markdown lines); `consoleSleepS`: the console's per-task sleep, or the Node Classifier's per-request delay, s. */
 function whereTheTimeGoes(r: RunResult, s: CaBurstSummary, cores: number, consoleSleepS: number): string[] {
   const ca = r.ca!;
   const t = ca.timeline;
@@ -62,6 +63,7 @@ function whereTheTimeGoes(r: RunResult, s: CaBurstSummary, cores: number, consol
   const over = (burstS: number, floorS: number): string => `${burstS - floorS >= 0 ? '+' : '−'}${round(Math.abs(burstS - floorS), 1)} s`;
   const missed = !(s.ratio <= FLOOR_RATIO_GOAL && s.ok === s.launches);
   const creates = r.createLatenciesS;
+  const nc = r.mode === 'pe-node-classifier';
   const lines = [
     `- **${r.mode}** (${s.ratio.toFixed(3)}×, goal ≤ ${FLOOR_RATIO_GOAL}: ${missed ? 'missed' : 'met'}): wall ${s.wallS} s = ` +
       `CA idle, no certificate request waiting ${seconds(t.starvedMs)} s (first create answered after ${seconds(t.firstCreateMs)} s${Number.isNaN(t.listsDoneMs) ? '' : `; the cold-cache group and class lists done after ${seconds(t.listsDoneMs)} s`}) + ` +
@@ -75,13 +77,22 @@ function whereTheTimeGoes(r: RunResult, s: CaBurstSummary, cores: number, consol
       (t.handoffPairs > 0
         ? `espm's own work from one CA command returning to starting the next ${ms(t.espmBetweenMs / t.handoffPairs)} ms (over the ${t.handoffPairs} call${t.handoffPairs === 1 ? '' : 's'} whose request was already waiting: reading the certificate, key and CA certificate, removing the key, parsing the certificate, the mutex hand-off, the next request's check of the CA's signed copy; none in the direct loop).`
         : `espm's own work from one CA command returning to starting the next: not seen (no certificate request was ever waiting when a CA command returned).`),
-    `  - Machine: CPU during the burst ${showCpu(ca.cpu, cores)}; during its floor ${showCpu(f.cpu, cores)}. Load average ${ca.loadBefore} before the burst, ${ca.loadAfter} after. On average ${round(t.rakeAlongsideCa, 1)} rake processes ran alongside each CA process.`,
-    `  - Console: ${Object.values(r.tasksByName).reduce((a, b) => a + b, 0)} tasks (${showTally(r.tasksByName)}), at most ${t.maxTasksInFlight} running at once, ${seconds(t.consoleTaskMs)} s of task time in all; ${r.processes} rake processes. Node creates answered after ${creates[0] ?? NaN} s (first) / ${quantile(creates, 0.5)} s (p50) / ${creates[creates.length - 1] ?? NaN} s (last).`,
+    `  - Machine: CPU during the burst ${showCpu(ca.cpu, cores)}; during its floor ${showCpu(f.cpu, cores)}. Load average ${ca.loadBefore} before the burst, ${ca.loadAfter} after.${nc ? '' : ` On average ${round(t.rakeAlongsideCa, 1)} rake processes ran alongside each CA process.`}`,
+    (nc
+      ? `  - Node Classifier: ${s.ncRequests ?? 0} requests (${showTally(r.tasksByName)}) at ${consoleSleepS * 1000} ms each.`
+      : `  - Console: ${Object.values(r.tasksByName).reduce((a, b) => a + b, 0)} tasks (${showTally(r.tasksByName)}), at most ${t.maxTasksInFlight} running at once, ${seconds(t.consoleTaskMs)} s of task time in all; ${r.processes} rake processes.`) +
+      ` Node creates answered after ${creates[0] ?? NaN} s (first) / ${quantile(creates, 0.5)} s (p50) / ${creates[creates.length - 1] ?? NaN} s (last).`,
   ];
   if (!missed) return lines;
   const excessS = s.wallS - s.floorS;
   const starvedExcessS = t.starvedMs / 1000 - f.createS;
-  if (t.maxTasksInFlight <= 1 && starvedExcessS > 0.5 * excessS) {
+  if (nc) {
+    if (starvedExcessS > 0.5 * excessS) {
+      lines.push(
+        `  - Why: the first certificate could start only after ${seconds(t.firstCreateMs)} s (its create; ${round(f.createS, 2)} s direct: ${round(f.addS, 2)} s group create + ${round(f.parametersS, 2)} s pin). The ${s.launches} creates start together and their ${s.ncRequests ?? 0} Node Classifier requests (${showTally(r.tasksByName)}) share espm's Puppet HTTPS client to the service (at most ${DEFAULT_CONNECTIONS} connections, src/puppet-http/client.ts), so each create's requests queue behind the others' and the creates are answered together — between ${creates[0] ?? NaN} and ${creates[creates.length - 1] ?? NaN} s. What would close it (src/, not changed here): fewer requests per create (the group read each create makes), or more connections to the Node Classifier.`,
+      );
+    }
+  } else if (t.maxTasksInFlight <= 1 && starvedExcessS > 0.5 * excessS) {
     const tasks = s.nodeAdd + s.parameters + s.lists;
     lines.push(
       `  - Why: the console worker runs one task at a time (issue #9's design: one warm Rails process), so ${tasks} tasks of ${consoleSleepS} s each take ≥ ${round(tasks * consoleSleepS, 0)} s end to end whatever the CA does — more than the whole floor — and each certificate waits for its own create. ` +
@@ -115,29 +126,48 @@ function whereTheTimeGoes(r: RunResult, s: CaBurstSummary, cores: number, consol
 }
 
 /** The markdown section of bench 3 (puppet-cert CA). */
-export function caSection(results: readonly RunResult[], host: string, cores: number, command: string, settings: { bootS: number; consoleSleepS: number; caSleepS: number; floorCalls: number; launches: number }): string[] {
+export function caSection(results: readonly RunResult[], host: string, cores: number, command: string, settings: { bootS: number; consoleSleepS: number; caSleepS: number; floorCalls: number; launches: number; ncDelayMs: number }): string[] {
   const summaries = results.filter((r) => r.ca !== undefined).map((r) => ({ r, s: caSummary(r, settings.caSleepS) }));
+  const nc = results.some((r) => r.mode === 'pe-node-classifier');
+  const caText = `\`[ca] backend = puppet-cert\`: the Puppet 2.7 \`puppet cert\` double, 2048-bit keys, \`sleep\` ${settings.caSleepS} s for every action; \`[ca] ssldir\` set, as espm_setup writes it`;
+  const floorCalls = `${settings.floorCalls === settings.launches ? `${settings.launches} direct` : `${settings.floorCalls} direct (the sum scaled × ${round(settings.launches / settings.floorCalls, 2)} to ${settings.launches})`} \`puppet cert generate N --color false --config puppet.conf\` one after the other, with espm's runner (src/exec). Wall = first launch sent → last answered.`;
   const lines = [
     '',
-    `## Launch burst with the puppet cert CA — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (issue #8, bench 3)`,
+    `## Launch burst with the puppet cert CA${nc ? ' and the Node Classifier' : ''} — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (${nc ? 'issue #19' : 'issue #8'}, bench 3)`,
     '',
     `- Machine: ${host}.`,
     `- Command: \`${command}\`.`,
-    `- A launch: \`POST /v1/nodes\` (groups, classes, one parameter → \`node:add\` + \`node:parameters\`), then \`POST /v1/certificates\` (\`[ca] backend = puppet-cert\`: the Puppet 2.7 \`puppet cert\` double, 2048-bit keys, \`sleep\` ${settings.caSleepS} s for every action; \`[ca] ssldir\` set, as espm_setup writes it). ` +
+    ...(nc
+      ? [
+          `- A launch: \`POST /v1/nodes\` (group \`default\`, class \`ntp\`, one parameter → \`[classifier] backend = pe-node-classifier\`: the per-node group, then its pin), then \`POST /v1/certificates\` (${caText}). The Node Classifier double (test/fixtures/node-classifier/, in the bench's process) answers every request after ${settings.ncDelayMs} ms. Fresh Node Classifier, CA and espm per run, espm's list cache cold at the start of the burst.`,
+          `- Floor, measured right before the burst on the same Node Classifier and CA: one direct create (\`POST /v1/groups\` with espm's per-node group, then \`POST /v1/groups/<default>/pin\`, undici with the same client certificate) + ${floorCalls}`,
+        ]
+      : [
+    `- A launch: \`POST /v1/nodes\` (groups, classes, one parameter → \`node:add\` + \`node:parameters\`), then \`POST /v1/certificates\` (${caText}). ` +
       `Console double 1.2.10: ${CONSOLE_SLEEP_TASKS.join(', ')} each sleep ${settings.consoleSleepS} s (the per-task \`faults\` knob: "1 s per call" both in the worker and in a rake process)${settings.bootS > 0 ? `, \`boot_sleep: ${settings.bootS}\`` : ', no boot sleep'}. Fresh console, CA and espm per run, espm's list cache cold at the start of the burst.`,
     `- Floor, measured right before each burst on the same console and CA: one direct create (\`rake -s -f Rakefile RAILS_ENV=production node:add name=N groups=default classes=ntp\`, then \`node:parameters name=N parameters=role=web\`) + ${settings.floorCalls === settings.launches ? `${settings.launches} direct` : `${settings.floorCalls} direct (the sum scaled × ${round(settings.launches / settings.floorCalls, 2)} to ${settings.launches})`} \`puppet cert generate N --color false --config puppet.conf\` one after the other, with espm's runner (src/exec). Wall = first launch sent → last answered.`,
+        ]),
     '',
-    '| mode | in flight | wall s | floor s (create + CA calls) | wall / floor | ok | node:add | parameters | lists | other tasks | rake processes | CA processes (by action) | CA serialized | launch p50 / p95 / max s | node create p50 / p95 / max s |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    `| mode | in flight | wall s | floor s (create + CA calls) | wall / floor | ok | ${nc ? 'Node Classifier requests' : 'node:add | parameters | lists | other tasks | rake processes'} | CA processes (by action) | CA serialized | launch p50 / p95 / max s | node create p50 / p95 / max s |`,
+    `|---|---|---|---|---|---|${nc ? '---|' : '---|---|---|---|---|'}---|---|---|---|`,
     ...summaries.map(
       ({ r, s }) =>
-        `| ${r.mode} | ${r.concurrency} | ${s.wallS}${r.stopped ? ` (${r.stopped})` : ''} | ${s.floorS} (${round(r.ca!.floor.createS, 2)} + ${round(r.ca!.floor.caS, 2)}) | **${s.ratio.toFixed(3)}×** | ${s.ok}/${s.launches} | ${s.nodeAdd} | ${s.parameters} | ${s.lists} | ${s.otherTasks} | ${s.rakeProcesses} | ${showTally(r.ca!.caByAction)} | ${s.serialized ? 'yes' : '**no**'} | ${quantile(r.latenciesS, 0.5)} / ${quantile(r.latenciesS, 0.95)} / ${r.latenciesS[r.latenciesS.length - 1] ?? NaN} | ${quantile(r.createLatenciesS, 0.5)} / ${quantile(r.createLatenciesS, 0.95)} / ${r.createLatenciesS[r.createLatenciesS.length - 1] ?? NaN} |`,
+        `| ${r.mode} | ${r.concurrency} | ${s.wallS}${r.stopped ? ` (${r.stopped})` : ''} | ${s.floorS} (${round(r.ca!.floor.createS, 2)} + ${round(r.ca!.floor.caS, 2)}) | **${s.ratio.toFixed(3)}×** | ${s.ok}/${s.launches} | ${nc ? `${s.ncRequests ?? 0} (${showTally(r.tasksByName)})` : `${s.nodeAdd} | ${s.parameters} | ${s.lists} | ${s.otherTasks} | ${s.rakeProcesses}`} | ${showTally(r.ca!.caByAction)} | ${s.serialized ? 'yes' : '**no**'} | ${quantile(r.latenciesS, 0.5)} / ${quantile(r.latenciesS, 0.95)} / ${r.latenciesS[r.latenciesS.length - 1] ?? NaN} | ${quantile(r.createLatenciesS, 0.5)} / ${quantile(r.createLatenciesS, 0.95)} / ${r.createLatenciesS[r.createLatenciesS.length - 1] ?? NaN} |`,
     ),
     '',
   ];
   for (const { r, s } of summaries) {
     const f = r.ca!.floor;
     const perLaunch = s.caGenerate === s.launches && s.caOther === 0;
+    if (nc) {
+      lines.push(
+        `- ${r.mode}: wall ${s.wallS} s / floor ${s.floorS} s = **${s.ratio.toFixed(3)}×** (goal ≤ ${FLOOR_RATIO_GOAL}: ${s.ratio <= FLOOR_RATIO_GOAL && s.ok === s.launches ? 'met' : 'NOT met'}); ` +
+          `Node Classifier requests ${s.ncRequests ?? 0} = ${round((s.ncRequests ?? 0) / Math.max(1, s.launches), 2)} per launch (${showTally(r.tasksByName)}; the minimum: 1 group create + 1 pin per launch, plus the cold-cache lists); ` +
+          `CA processes ${s.caGenerate + s.caOther}: ${showTally(r.ca!.caByAction)} (goal one generate per launch, nothing else: ${perLaunch ? 'met' : 'NOT met'}); CA processes never overlapped: ${s.serialized ? 'yes' : 'NO'}.`,
+        `  - floor: direct create ${round(f.createS, 2)} s (group create ${round(f.addS, 2)} s + pin ${round(f.parametersS, 2)} s); direct CA calls ${formatSummary(summarize(f.callsS.map((x) => x * 1000)))}; the CA processes' own logged time ${formatSummary(summarize(f.selfS.map((x) => x * 1000)))}.`,
+      );
+      continue;
+    }
     lines.push(
       `- ${r.mode}: wall ${s.wallS} s / floor ${s.floorS} s = **${s.ratio.toFixed(3)}×** (goal ≤ ${FLOOR_RATIO_GOAL}: ${s.ratio <= FLOOR_RATIO_GOAL && s.ok === s.launches ? 'met' : 'NOT met'}); ` +
         `node:add ${s.nodeAdd}, parameters ${s.parameters} (goal ${s.launches} each: ${s.nodeAdd === s.launches && s.parameters === s.launches ? 'met' : 'NOT met'}), lists ${s.lists} (espm's group/class check, once per cache_ttl); ` +
@@ -156,7 +186,7 @@ export function caSection(results: readonly RunResult[], host: string, cores: nu
     '### Where the time goes',
     '',
     '- The wall time splits exactly, from the CA\'s side (its invocations.log against the client\'s clock): before each CA process, the time no certificate request was waiting (the CA idle while creates ran) and the time one was (espm between CA calls); the CA processes; after the last one. The floor has the same parts: the direct create, and per CA call the process itself and its spawn + Ruby start-up.',
-    ...summaries.flatMap(({ r, s }) => whereTheTimeGoes(r, s, cores, settings.consoleSleepS)),
+    ...summaries.flatMap(({ r, s }) => whereTheTimeGoes(r, s, cores, nc ? settings.ncDelayMs / 1000 : settings.consoleSleepS)),
     '',
   );
   return lines;
