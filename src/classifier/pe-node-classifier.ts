@@ -5,16 +5,21 @@
  *
  * - groups = the NC's group names except espm's per-node groups; classes = the class names
  *   of `[classifier] environment`.
- * - create: ONE read of the groups (the service's list read of the same moment, when there is
- *   one: {@link GROUPS_READ_REUSE_MS}) → `NodeExistsError` when any group's rule names the node
+ * - create: a read of the groups SHARED by the creates of the moment (nc-groups-read.ts: the
+ *   read in flight, or one answered ≤ {@link GROUPS_READ_REUSE_MS} ago — often the service's
+ *   list read — that no delete or rollback has ended since; a burst of launches costs one
+ *   read) → `NodeExistsError` when any group's rule names the node
  *   (`["=","name",N]` anywhere in it); the chosen groups' ids; then ONE `POST /v1/groups` of the
  *   per-node group `espm: <N>` (parent `parent_group`, rule `["or",["=","name",N]]`, classes
  *   `{class: {}}`, variables = the parameters) and one pin per chosen group. A failure after
  *   the group exists is rolled back here (unpin what may be pinned, delete the group).
  *   Receipt `{group_id, pinned: [group ids]}`.
- * - delete: the group at `group_id` must still carry espm's name and rule, else
- *   {@link NotOwnedError} (nothing changed); unpin N from exactly the `pinned` groups, then
- *   `DELETE` the group; 404 from either = already gone. No other group is ever written.
+ * - delete: `GET /v1/groups/<group_id>`: the group must still carry espm's name and rule, else
+ *   {@link NotOwnedError} (nothing changed) — the NC's `DELETE` has no precondition, so this
+ *   read stays, and a termination costs one request above the minimum (its unpins + 1 delete);
+ *   unpin N from exactly the `pinned` groups, then `DELETE` the group; 404 from either =
+ *   already gone. No other group is ever written. A delete (and a rollback) makes every groups
+ *   read taken before it ends unusable for later creates.
  * - authentication: the master's certificate (the console's `rbac-certificate-allowlist` must
  *   hold its certname) or an RBAC token read from `[classifier] token_file`.
  *
@@ -31,6 +36,7 @@ import type { JsonValue, Receipt } from '../ownership/entries.js';
 import { PuppetHttpClient } from '../puppet-http/client.js';
 import { readTlsIdentity, resolvePuppetIdentity } from '../puppet-http/identity.js';
 import { ClassifierError, NodeExistsError, NotOwnedError, type Classification, type Classifier } from './classifier.js';
+import { SharedGroupsRead } from './nc-groups-read.js';
 import { NODE_CLASSIFIER_SERVICE, NodeClassifierApi, toClassifierError, type NcGroup } from './node-classifier-api.js';
 
 /** The name of espm's per-node group for node `name`. */
@@ -83,9 +89,10 @@ function parseReceipt(receipt: Receipt | null): NodeClassifierReceipt | undefine
 }
 
 /**
- * How long a groups read stays good enough for a create's own checks, ms. The node service
- * lists the groups (its cache, refreshed when a name is missing) just before it calls
- * `create`: reusing that read keeps a create at one groups read. espm's own writes forget it.
+ * How long an answered groups read stays good enough for a create's own checks, ms. The node
+ * service lists the groups (its cache, refreshed when a name is missing) just before it calls
+ * `create`: reusing that read keeps a create at one groups read, and concurrent creates share
+ * one. espm's deletes and rollbacks forget it (src/classifier/nc-groups-read.ts).
  */
 export const GROUPS_READ_REUSE_MS = 1000;
 
@@ -94,8 +101,8 @@ export class PeNodeClassifier implements Classifier {
   readonly backend = 'pe-node-classifier';
   private readonly connect: () => Promise<{ api: NodeClassifierApi; client: PuppetHttpClient; identity: string }>;
   private client: PuppetHttpClient | undefined;
-  /** The last groups read, and when it was answered. */
-  private lastGroups: { at: number; groups: NcGroup[] } | undefined;
+  /** `GET /v1/groups`, shared by concurrent creates and remembered for {@link GROUPS_READ_REUSE_MS}. */
+  private readonly groupsRead = new SharedGroupsRead(async () => (await this.api()).groups(), GROUPS_READ_REUSE_MS);
 
   /**
    * @param config - `[classifier]`: url, environment, parent_group, token_file, timeout, and
@@ -164,15 +171,8 @@ export class PeNodeClassifier implements Classifier {
     return { console: `${NODE_CLASSIFIER_SERVICE} ${this.config.url}`, groups: groups.length, auth: this.config.tokenFile === undefined ? 'certificate' : 'token' };
   }
 
-  /** `GET /v1/groups`, remembered for {@link GROUPS_READ_REUSE_MS}. */
-  private async readGroups(api: NodeClassifierApi): Promise<NcGroup[]> {
-    const groups = await api.groups();
-    this.lastGroups = { at: Date.now(), groups };
-    return groups;
-  }
-
   async listGroups(): Promise<string[]> {
-    const groups = await this.readGroups(await this.api());
+    const groups = await this.groupsRead.fresh();
     return [...new Set(groups.filter((g) => !isPerNodeGroup(g)).map((g) => g.name))].sort();
   }
 
@@ -187,9 +187,7 @@ export class PeNodeClassifier implements Classifier {
 
   async create(c: Classification): Promise<Receipt> {
     const api = await this.api();
-    const recent = this.lastGroups;
-    const groups = recent !== undefined && Date.now() - recent.at <= GROUPS_READ_REUSE_MS ? recent.groups : await this.readGroups(api);
-    this.lastGroups = undefined; // espm writes now: no later create may trust this read
+    const groups = await this.groupsRead.forCreate(c.name);
     const holder = groups.find((g) => ruleNames(g.rule, c.name));
     if (holder !== undefined) {
       throw new NodeExistsError(`node ${c.name} already exists in the Node Classifier: the rule of node group "${holder.name}" (${holder.id}) names it`);
@@ -202,7 +200,7 @@ export class PeNodeClassifier implements Classifier {
       }
       chosen.push(found[0]!.id);
     }
-    const groupId = await api.createGroup({
+    const groupId = await this.groupsRead.creating(c.name, () => api.createGroup({
       name: perNodeGroupName(c.name),
       parent: this.config.parentGroup,
       environment: this.config.environment,
@@ -210,7 +208,7 @@ export class PeNodeClassifier implements Classifier {
       rule: perNodeRule(c.name),
       classes: Object.fromEntries(c.classes.map((cls) => [cls, {}])),
       variables: { ...c.parameters },
-    });
+    }));
     const pinned: string[] = [];
     for (const id of chosen) {
       try {
@@ -231,6 +229,7 @@ export class PeNodeClassifier implements Classifier {
       for (const id of maybePinned) await api.unpin(id, node);
       await api.deleteGroup(groupId);
     } catch (err) {
+      this.groupsRead.forget(); // the group may be gone or not: no earlier read answers for it
       const again = err as Error;
       return new ClassifierError(
         'interrupted',
@@ -238,12 +237,22 @@ export class PeNodeClassifier implements Classifier {
         [first.output, (err as ClassifierError).output ?? ''].filter((o) => o !== '').join('\n'),
       );
     }
+    this.groupsRead.forget(); // reads taken since the POST may show the group just deleted
     return new ClassifierError('failed', `${first.message} (the node was rolled back: nothing was created)`, first.output);
   }
 
   async delete(name: string, receipt: Receipt | null): Promise<'deleted' | 'absent'> {
+    try {
+      return await this.deleteNode(name, receipt);
+    } finally {
+      // Ended, however: a groups read taken before now (answered or in flight) may still show
+      // the node's group or pins, so no later create may use it.
+      this.groupsRead.forget();
+    }
+  }
+
+  private async deleteNode(name: string, receipt: Receipt | null): Promise<'deleted' | 'absent'> {
     const api = await this.api();
-    this.lastGroups = undefined;
     const recorded = parseReceipt(receipt);
     let group: NcGroup | undefined;
     let pinned: string[];
@@ -257,8 +266,7 @@ export class PeNodeClassifier implements Classifier {
       pinned = recorded.pinned;
     } else {
       // An entry adopted by an operator: espm's group is found by its name and rule.
-      group = (await this.readGroups(api)).find((g) => isPerNodeGroupFor(g, name));
-      this.lastGroups = undefined;
+      group = (await api.groups()).find((g) => isPerNodeGroupFor(g, name));
       pinned = group === undefined ? [] : pinsOf(group);
     }
     for (const id of pinned) await api.unpin(id, name);
