@@ -96,7 +96,7 @@ async function main(): Promise<void> {
     .option('--boot <s>', "seconds the console double's Rails boot takes (default 10 with sandbox, 0 with puppet-cert)")
     .option('--concurrency <list>', 'launches in flight at a time, one run each (default 50,10 with sandbox, 50 with puppet-cert)')
     .option('--modes <list>', 'worker and/or process', 'worker,process')
-    .option('--workers <n>', "[classifier] workers: console tasks at once (warm workers, or rake processes in process mode); default the config schema's (0 = the core count)")
+    .option('--workers <n>', "[classifier] workers: console tasks at once (warm workers, or rake processes in process mode); default the config schema's (0 = the core count + 1)")
     .option('--floor-calls <n>', 'direct CA calls timed for the floor, ≥ 10 (default: one per launch; fewer are scaled up)')
     .option('--max-minutes <n>', 'stop a burst after this long', '15')
     .option('--no-results', 'print only; do not append to bench/RESULTS.md')

@@ -97,7 +97,7 @@ function whereTheTimeGoes(r: RunResult, s: CaBurstSummary, cores: number, consol
     const boundS = (tasks * consoleSleepS) / t.maxTasksInFlight;
     const needed = Math.ceil((tasks * consoleSleepS) / (0.9 * s.floorS));
     lines.push(
-      `  - Why: the console's own throughput bounds the burst. ${tasks} tasks of ${consoleSleepS} s each, at most ${t.maxTasksInFlight} at once (\`[classifier] workers\`; 0, the default, = the ${cores} cores), take ≥ ${round(boundS, 1)} s end to end — ${(boundS / s.floorS).toFixed(2)}× the floor by themselves — and the last certificate can start only after the last create. ` +
+      `  - Why: the console's own throughput bounds the burst. ${tasks} tasks of ${consoleSleepS} s each, at most ${t.maxTasksInFlight} at once (\`[classifier] workers\`; 0, the default, = the ${cores} cores + 1), take ≥ ${round(boundS, 1)} s end to end — ${(boundS / s.floorS).toFixed(2)}× the floor by themselves — and the last certificate can start only after the last create. ` +
         `The cap near the core count is deliberate (issue #19): a real console task is CPU-bound Ruby (Rails, ActiveRecord), so more tasks at once than cores would only share the cores; the double's tasks sleep instead, which is why more would help here and not on a real console. ` +
         `What would close it on this bench: \`[classifier] workers = ${needed}\` or more (measured separately: bench/launch-burst.ts --workers N), or fewer tasks per launch.`,
     );
