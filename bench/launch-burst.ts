@@ -96,12 +96,13 @@ async function main(): Promise<void> {
     .option('--boot <s>', "seconds the console double's Rails boot takes (default 10 with sandbox, 0 with puppet-cert)")
     .option('--concurrency <list>', 'launches in flight at a time, one run each (default 50,10 with sandbox, 50 with puppet-cert)')
     .option('--modes <list>', 'worker and/or process', 'worker,process')
+    .option('--workers <n>', "[classifier] workers: console tasks at once (warm workers, or rake processes in process mode); default the config schema's (0 = the core count + 1)")
     .option('--floor-calls <n>', 'direct CA calls timed for the floor, ≥ 10 (default: one per launch; fewer are scaled up)')
     .option('--max-minutes <n>', 'stop a burst after this long', '15')
     .option('--no-results', 'print only; do not append to bench/RESULTS.md')
     .option('--json <file>', 'also write the figures and the markdown section as JSON (what bench/run.ts reads)')
     .parse()
-    .opts<{ classifier: string; ncDelay: string; ca: string; caSleep?: string; consoleSleep?: string; launches: string; boot?: string; concurrency?: string; modes: string; floorCalls?: string; maxMinutes: string; results: boolean; json?: string }>();
+    .opts<{ classifier: string; ncDelay: string; ca: string; caSleep?: string; consoleSleep?: string; launches: string; boot?: string; concurrency?: string; modes: string; floorCalls?: string; workers?: string; maxMinutes: string; results: boolean; json?: string }>();
   if (options.ca !== 'sandbox' && options.ca !== 'puppet-cert') throw new Error(`--ca: sandbox or puppet-cert, not ${options.ca}`);
   const ca: BurstCa = options.ca;
   const withCa = ca === 'puppet-cert';
@@ -113,6 +114,8 @@ async function main(): Promise<void> {
   const rake = nc ? '' : await findRake();
   if (rake === undefined) throw new Error('rake is not installed (apt-get install ruby rake)');
   const ncDelayMs = Number(options.ncDelay);
+  const workers = options.workers === undefined ? undefined : Number(options.workers);
+  if (workers !== undefined && (nc || !Number.isInteger(workers) || workers < 0)) throw new Error('--workers: a whole number ≥ 0, with the console (dashboard-rake) only');
   const launches = Number(options.launches);
   const bootS = Number(options.boot ?? (withCa ? 0 : 10));
   const consoleSleepS = Number(options.consoleSleep ?? (withCa ? 1 : 0));
@@ -124,7 +127,7 @@ async function main(): Promise<void> {
   const maxMs = Number(options.maxMinutes) * 60_000;
   const command =
     `npx tsx bench/launch-burst.ts${nc ? ` --classifier pe-node-classifier --nc-delay ${ncDelayMs}` : ''}${withCa ? ` --ca puppet-cert --ca-sleep ${caSleepS}` : ''}${!nc && (consoleSleepS > 0 || withCa) ? ` --console-sleep ${consoleSleepS}` : ''}` +
-    ` --launches ${launches}${nc ? '' : ` --boot ${bootS}`} --concurrency ${concurrencies.join(',')}${nc ? '' : ` --modes ${modes.join(',')}`}${withCa && floorCalls !== launches ? ` --floor-calls ${floorCalls}` : ''}`;
+    ` --launches ${launches}${nc ? '' : ` --boot ${bootS}`} --concurrency ${concurrencies.join(',')}${nc ? '' : ` --modes ${modes.join(',')}`}${withCa && floorCalls !== launches ? ` --floor-calls ${floorCalls}` : ''}${workers === undefined ? '' : ` --workers ${workers}`}`;
   const host = await machine();
   const ruby = (await execa('ruby', ['-v'], { reject: false })).stdout.split(' ').slice(0, 2).join(' ');
   const rakeVersion = nc ? '' : `, ${(await execa(rake, ['--version'], { reject: false })).stdout.trim()}`;
@@ -133,7 +136,7 @@ async function main(): Promise<void> {
   const results: RunResult[] = [];
   for (const concurrency of concurrencies) {
     for (const mode of modes) {
-      const r = await run({ rake, mode, classifier, ncDelayMs, concurrency, launches, bootS, consoleSleepS, ca, caSleepS, floorCalls, maxMs });
+      const r = await run({ rake, mode, classifier, ncDelayMs, workers, concurrency, launches, bootS, consoleSleepS, ca, caSleepS, floorCalls, maxMs });
       results.push(r);
       console.log(`${mode}, concurrency ${concurrency}: start-up ${r.startupS} s, burst ${r.burstS} s, ${r.ok}/${launches} ok, ${r.processes} rake processes, ${r.tasks} tasks${r.stopped ? ` (${r.stopped})` : ''}`);
       if (r.ca !== undefined) console.log(formatCaSummary(caSummary(r, caSleepS)));

@@ -52,7 +52,7 @@ describe('parseConfig', () => {
       workerMaxTasks: 1000,
       workerMaxAgeMs: 3_600_000,
       workerIdleRefreshMs: 600_000,
-      workers: availableParallelism(),
+      workers: availableParallelism() + 1,
     });
     expect(c.ca).toEqual({
       backend: 'puppet-cert',
@@ -247,9 +247,9 @@ describe('espm.ini of the previous release', () => {
     expect((await readdir(fixtures)).filter((f) => f.endsWith('.ini'))).toHaveLength(3);
     const before = JSON.parse(await readFile(new URL(`${name}.config.json`, fixtures), 'utf8'), (_key, value: unknown) => value ?? undefined);
     const { puppetdb, autosign, ...loaded } = await load(name);
-    // [classifier] workers is new (issue #19): its default (the core count) applies.
+    // [classifier] workers is new (issue #19): its default (the core count + 1) applies.
     const { workers, ...classifier } = loaded.classifier;
-    expect(workers).toBe(availableParallelism());
+    expect(workers).toBe(availableParallelism() + 1);
     const config = { ...loaded, classifier };
     // The [server] connection limits and timeouts are new (issue #18): their defaults apply.
     const server = Object.fromEntries(Object.entries(config.server).filter(([key]) => !(key in CONNECTION_DEFAULTS) && key !== 'drainTimeoutMs'));

@@ -1,7 +1,8 @@
 /**
  * The daemon does not hold modules only some configurations use (idle RSS, issue #8): node-forge
- * (sandbox CA, puppetserver-api CSRs, espm_setup) and pino-pretty (`[log] format = text`) are
- * loaded at first use. Checked in a fresh node process importing the built daemon (dist/).
+ * (sandbox CA, puppetserver-api CSRs, espm_setup), pino-pretty (`[log] format = text`) and undici
+ * (the Puppet HTTPS client: puppetserver's CA API, the Node Classifier, PuppetDB) are loaded at
+ * first use. Checked in a fresh node process importing the built daemon (dist/).
  */
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from '@jest/globals';
@@ -24,11 +25,12 @@ async function loadedPackages(body: string): Promise<string[]> {
 }
 
 describe('modules loaded at first use', () => {
-  it('importing the daemon (bin/espm’s modules) loads express and pino, not node-forge nor pino-pretty', async () => {
+  it('importing the daemon (bin/espm’s modules) loads express and pino, not node-forge, pino-pretty nor undici', async () => {
     const loaded = await loadedPackages(`await import('./dist/cli/espm.js');`);
     expect(loaded).toEqual(expect.arrayContaining(['express', 'pino']));
     expect(loaded).not.toContain('node-forge');
     expect(loaded).not.toContain('pino-pretty');
+    expect(loaded).not.toContain('undici');
     // koffi (malloc_trim after a connection flood) is loaded at the first memory release.
     expect(loaded).not.toContain('koffi');
   });

@@ -55,7 +55,11 @@ async function consoleSide(settings: RunSettings): Promise<BurstClassifierSide> 
     return ms;
   };
   return {
-    config: { ...consoleDouble.classifierConfig(settings.rake, settings.mode as WorkerMode), timeout: Math.max(120, settings.bootS * 6) },
+    config: {
+      ...consoleDouble.classifierConfig(settings.rake, settings.mode as WorkerMode),
+      timeout: Math.max(120, settings.bootS * 6),
+      ...(settings.workers === undefined ? {} : { workers: settings.workers }),
+    },
     directCreate: async (node) => ({
       addMs: await rake('Node successfully created!', 'node:add', `name=${node}`, 'groups=default', 'classes=ntp'),
       parametersMs: await rake('Node parameters successfully edited', 'node:parameters', `name=${node}`, 'parameters=role=web'),

@@ -31,6 +31,8 @@ export interface RunSettings {
   classifier: BurstClassifier;
   /** ms the Node Classifier double takes per request (pe-node-classifier only). */
   ncDelayMs: number;
+  /** `[classifier] workers` (console tasks at once); undefined: the config schema's default. */
+  workers?: number | undefined;
   concurrency: number;
   launches: number;
   /** The console double's `boot_sleep`, s. */

@@ -89,9 +89,18 @@ function whereTheTimeGoes(r: RunResult, s: CaBurstSummary, cores: number, consol
   if (nc) {
     if (starvedExcessS > 0.5 * excessS) {
       lines.push(
-        `  - Why: the first certificate could start only after ${seconds(t.firstCreateMs)} s (its create; ${round(f.createS, 2)} s direct: ${round(f.addS, 2)} s group create + ${round(f.parametersS, 2)} s pin). The ${s.launches} creates start together and their ${s.ncRequests ?? 0} Node Classifier requests (${showTally(r.tasksByName)}) share espm's Puppet HTTPS client to the service (at most ${DEFAULT_CONNECTIONS} connections, src/puppet-http/client.ts), so each create's requests queue behind the others' and the creates are answered together — between ${creates[0] ?? NaN} and ${creates[creates.length - 1] ?? NaN} s. What would close it (src/, not changed here): fewer requests per create (the group read each create makes), or more connections to the Node Classifier.`,
+        `  - Why: the first certificate could start only after ${seconds(t.firstCreateMs)} s (its create; ${round(f.createS, 2)} s direct: ${round(f.addS, 2)} s group create + ${round(f.parametersS, 2)} s pin). The ${s.launches} creates start together and their ${s.ncRequests ?? 0} Node Classifier requests (${showTally(r.tasksByName)}) share espm's Puppet HTTPS client to the service (at most ${DEFAULT_CONNECTIONS} connections, src/puppet-http/client.ts), so each create's requests queue behind the others' and the creates are answered together — between ${creates[0] ?? NaN} and ${creates[creates.length - 1] ?? NaN} s. What would close it: more connections to the Node Classifier (src/puppet-http/client.ts); concurrent creates already share one groups read (src/classifier/nc-groups-read.ts).`,
       );
     }
+  } else if (t.maxTasksInFlight > 1 && consoleSleepS > 0 && ((s.nodeAdd + s.parameters + s.lists) * consoleSleepS) / t.maxTasksInFlight > 0.9 * s.floorS) {
+    const tasks = s.nodeAdd + s.parameters + s.lists;
+    const boundS = (tasks * consoleSleepS) / t.maxTasksInFlight;
+    const needed = Math.ceil((tasks * consoleSleepS) / (0.9 * s.floorS));
+    lines.push(
+      `  - Why: the console's own throughput bounds the burst. ${tasks} tasks of ${consoleSleepS} s each, at most ${t.maxTasksInFlight} at once (\`[classifier] workers\`; 0, the default, = the ${cores} cores + 1), take ≥ ${round(boundS, 1)} s end to end — ${(boundS / s.floorS).toFixed(2)}× the floor by themselves — and the last certificate can start only after the last create. ` +
+        `The cap near the core count is deliberate (issue #19): a real console task is CPU-bound Ruby (Rails, ActiveRecord), so more tasks at once than cores would only share the cores; the double's tasks sleep instead, which is why more would help here and not on a real console. ` +
+        `What would close it on this bench: \`[classifier] workers = ${needed}\` or more (measured separately: bench/launch-burst.ts --workers N), or fewer tasks per launch.`,
+    );
   } else if (t.maxTasksInFlight <= 1 && starvedExcessS > 0.5 * excessS) {
     const tasks = s.nodeAdd + s.parameters + s.lists;
     lines.push(

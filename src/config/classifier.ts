@@ -15,6 +15,20 @@ import { backendSection } from './backend-section.js';
 import { CLASSIFIER_BACKENDS, DEFAULTS } from './defaults.js';
 import { absolutePath, flag, httpsBaseUrl, optionalAbsolutePath, optionalHttpsOrigin, seconds } from './values.js';
 
+/**
+ * Console tasks at once for `[classifier] workers = 0`: the core count (`os.availableParallelism()`)
+ * plus one. A console task is mostly CPU-bound Ruby (Rails, ActiveRecord) but also waits on the
+ * console's MySQL; one more than the cores keeps every core busy while one task waits (the
+ * `make -j N+1` rule), and no more, so tasks do not merely share the cores. Measured with the
+ * console double (bench/RESULTS.md, issue #19): bench 3 on 2 cores, 2 at once 1.309× / 1.416× the
+ * floor (worker / process), 3 at once 1.051× / 1.025× (goal ≤ 1.15).
+ *
+ * @returns a whole number ≥ 2
+ */
+export function consoleConcurrencyForMachine(): number {
+  return availableParallelism() + 1;
+}
+
 const d = DEFAULTS.classifier;
 
 /** Keys of every classifier backend. */
@@ -41,7 +55,7 @@ const dashboardRakeKeys = {
   cwd: absolutePath.default(d.cwd),
   worker: flag.default(d.worker),
   ruby: absolutePath.optional(),
-  workers: z.coerce.number().int('must be a whole number').min(0, 'must be 0 (the core count) or more').max(64, 'must be at most 64').default(d.workers),
+  workers: z.coerce.number().int('must be a whole number').min(0, 'must be 0 (the core count + 1) or more').max(64, 'must be at most 64').default(d.workers),
   worker_max_tasks: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').default(d.worker_max_tasks),
   worker_max_age: seconds(1).default(d.worker_max_age),
   worker_idle_refresh: seconds(1).default(d.worker_idle_refresh),
@@ -61,8 +75,8 @@ function dashboardRakeSettings(k: z.output<z.ZodObject<typeof dashboardRakeKeys>
     worker: k.worker,
     /** Absolute path of the console's Ruby (runs the worker); default `ruby` beside `rake`. */
     ruby: k.ruby ?? join(dirname(k.rake), 'ruby'),
-    /** Console tasks run at once: warm workers (worker on) or rake processes (worker off); `0` in the INI: `os.availableParallelism()`. */
-    workers: k.workers === 0 ? availableParallelism() : k.workers,
+    /** Console tasks run at once: warm workers (worker on) or rake processes (worker off); `0` in the INI: {@link consoleConcurrencyForMachine}. */
+    workers: k.workers === 0 ? consoleConcurrencyForMachine() : k.workers,
     /** Tasks one console worker runs before it is replaced (in the background). */
     workerMaxTasks: k.worker_max_tasks,
     /** How long one console worker lives before it is replaced (in the background), ms. */

@@ -136,7 +136,7 @@ export const DEFAULTS = {
     worker: true,
     /** the console's Ruby; when the key is absent, `ruby` beside `rake` (this path on PE) */
     ruby: PE_PATHS.ruby,
-    /** console tasks run at once: warm workers (worker on) or rake processes (worker off); 0: the machine's core count */
+    /** console tasks run at once: warm workers (worker on) or rake processes (worker off); 0: the machine's core count + 1 */
     workers: 0,
     /** tasks one console worker runs before it is replaced */
     worker_max_tasks: 1000,

@@ -11,12 +11,16 @@
  *   errors and 502/503/504 answers — never for POST/PUT/DELETE;
  * - every error a {@link PuppetHttpError} naming the service and the method + path.
  *
+ * undici is imported at the first request, not with this module: a daemon whose backends speak
+ * to no Puppet service over HTTPS (the PE 2.x console with `puppet cert`, the sandbox) never
+ * holds it (idle RSS, issue #8; test/lazy-modules.test.ts).
+ *
  * Source of truth: docs/design.md ("One Puppet HTTPS client").
  *
  * @packageDocumentation
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, request as undiciRequest } from 'undici';
+import type { Agent, request as undiciRequest } from 'undici';
 import { PuppetHttpError } from './errors.js';
 
 /** HTTP methods the client sends. GET and HEAD are the idempotent reads it may retry. */
@@ -110,6 +114,12 @@ function isTlsError(err: unknown): boolean {
   return /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|HOSTNAME_MISMATCH)/.test(code) || /certificate|handshake|alert/i.test(message);
 }
 
+/** undici's connection pool for one service and its request function (imported at first use). */
+interface UndiciPool {
+  agent: Agent;
+  request: typeof undiciRequest;
+}
+
 /** Our own deadline fired. */
 class Deadline extends Error {}
 /** The answer grew over the cap. */
@@ -123,7 +133,8 @@ export class PuppetHttpClient {
   /** The service's name, as errors start. */
   readonly service: string;
   private readonly base: URL;
-  private readonly agent: Agent;
+  /** The pool being made or made (undici's import and one Agent), shared by every request. */
+  private loaded: Promise<UndiciPool> | undefined;
   private readonly maxBytes: number;
 
   /**
@@ -137,23 +148,32 @@ export class PuppetHttpClient {
       throw new PuppetHttpError('failed', options.service, 'configuration', `${options.baseUrl} is not an https:// URL`);
     }
     this.maxBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
-    const { ca, cert, key } = options.tls;
-    this.agent = new Agent({
-      connections: options.connections ?? DEFAULT_CONNECTIONS,
-      keepAliveTimeout: options.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS,
-      keepAliveMaxTimeout: options.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS,
-      headersTimeout: options.timeoutMs,
-      bodyTimeout: options.timeoutMs,
-      connect: {
-        ca,
-        ...(options.token === undefined && cert !== undefined && key !== undefined ? { cert, key } : {}),
-        rejectUnauthorized: true,
-        minVersion: 'TLSv1.2',
-        // Our own per-request deadline (timeoutMs) covers the handshake: a silent server is a
-        // `timeout`, as it always was, not a retried connection error.
-        timeout: options.timeoutMs + 1_000,
-      },
+  }
+
+  /** The kept-alive connection pool, made (and undici imported) at the first request. */
+  private pool(): Promise<UndiciPool> {
+    this.loaded ??= import('undici').then(({ Agent, request }) => {
+      const { options } = this;
+      const { ca, cert, key } = options.tls;
+      const agent = new Agent({
+        connections: options.connections ?? DEFAULT_CONNECTIONS,
+        keepAliveTimeout: options.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS,
+        keepAliveMaxTimeout: options.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS,
+        headersTimeout: options.timeoutMs,
+        bodyTimeout: options.timeoutMs,
+        connect: {
+          ca,
+          ...(options.token === undefined && cert !== undefined && key !== undefined ? { cert, key } : {}),
+          rejectUnauthorized: true,
+          minVersion: 'TLSv1.2',
+          // Our own per-request deadline (timeoutMs) covers the handshake: a silent server is a
+          // `timeout`, as it always was, not a retried connection error.
+          timeout: options.timeoutMs + 1_000,
+        },
+      });
+      return { agent, request };
     });
+    return this.loaded;
   }
 
   /** `https://HOST:PORT` of the service. */
@@ -220,10 +240,11 @@ export class PuppetHttpClient {
     const headers: Record<string, string> = { accept: 'application/json, text/plain' };
     if (this.options.token !== undefined) headers['x-authentication'] = this.options.token;
     if (body !== undefined) headers['content-type'] = body.type;
-    const res = await undiciRequest(new URL(path, this.base.origin), {
+    const { agent, request } = await this.pool();
+    const res = await request(new URL(path, this.base.origin), {
       method,
       headers,
-      dispatcher: this.agent,
+      dispatcher: agent,
       signal,
       ...(body === undefined ? {} : { body: body.text }),
     });
@@ -264,11 +285,17 @@ export class PuppetHttpClient {
 
   /** Closes the connections (waits for requests under way). */
   async close(): Promise<void> {
-    await this.agent.close();
+    await (await this.settledPool())?.close();
   }
 
   /** Drops the connections at once (requests under way fail). */
   async destroy(): Promise<void> {
-    await this.agent.destroy();
+    await (await this.settledPool())?.destroy();
+  }
+
+  /** The pool if one was made or is being made (undefined when no request was ever sent). */
+  private async settledPool(): Promise<Agent | undefined> {
+    if (this.loaded === undefined) return undefined;
+    return (await this.loaded).agent;
   }
 }
