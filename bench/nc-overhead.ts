@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { Agent, request } from 'undici';
 import { startNodeClassifier } from '../test/support/node-classifier.js';
-import { Daemon, formatSummary, msSince, round, runAlone, summarize, type Answer, type BenchResult } from './support.js';
+import { Daemon, formatSummary, interleaved, msSince, round, runAlone, summarize, type Answer, type BenchResult } from './support.js';
 
 /** One Node Classifier request as the double logged it (path below `/classifier-api`). */
 interface Sent {
@@ -161,20 +161,9 @@ export async function ncOverheadBench(calls = 50, delayMs = 100, goal = 1.1): Pr
     seen.clear();
     const rows: string[] = [];
     for (const op of operations) {
-      const espmMs: number[] = [];
-      const directMs: number[] = [];
       const cpuBefore = await daemon.cpuMs();
-      for (let i = 0; i < calls; i++) {
-        // Alternate which side goes first, so neither always runs right after the other (the
-        // direct side replays espm's latest call: this one's or, when it goes first, the previous one's).
-        if (i % 2 === 0) {
-          espmMs.push(await op.espm(i));
-          directMs.push(await op.direct(i));
-        } else {
-          directMs.push(await op.direct(i));
-          espmMs.push(await op.espm(i));
-        }
-      }
+      // The direct side replays espm's latest call: this one's or, when it goes first, the previous one's.
+      const { espmMs, directMs } = await interleaved(calls, op.espm, op.direct);
       const cpuPerCall = ((await daemon.cpuMs()) - cpuBefore) / calls;
       const espm = summarize(espmMs);
       const direct = summarize(directMs);

@@ -31,6 +31,7 @@ import {
   Daemon,
   findProfile,
   formatSummary,
+  interleaved,
   monotonicUs,
   msSince,
   removeDir,
@@ -244,19 +245,8 @@ export async function overheadBench(options: OverheadOptions = {}): Promise<Benc
     const measured: OperationResult[] = [];
     for (const op of operations) {
       await writeFile(op.log, '');
-      const espmMs: number[] = [];
-      const directMs: number[] = [];
       const cpuBefore = await daemon.cpuMs();
-      for (let i = 0; i < op.n; i++) {
-        // Alternate which side goes first, so neither always runs right after the other.
-        if (i % 2 === 0) {
-          espmMs.push(await op.espm(i));
-          directMs.push(await op.direct(i));
-        } else {
-          directMs.push(await op.direct(i));
-          espmMs.push(await op.espm(i));
-        }
-      }
+      const { espmMs, directMs } = await interleaved(op.n, op.espm, op.direct);
       const espmCpuPerCallMs = ((await daemon.cpuMs()) - cpuBefore) / op.n;
       const durations = await processDurations(op.log, daemon.pid);
       const espm = summarize(espmMs);

@@ -346,6 +346,32 @@ export class Daemon {
   }
 }
 
+/**
+ * Measures `n` rounds of espm's call and the same work done directly, alternating which side
+ * goes first so that neither always runs right after the other (a warm cache, a connection just
+ * used). Each function gets the round's index and returns its duration, ms.
+ *
+ * @returns the durations of each side, ms, in round order
+ */
+export async function interleaved(
+  n: number,
+  espm: (i: number) => Promise<number>,
+  direct: (i: number) => Promise<number>,
+): Promise<{ espmMs: number[]; directMs: number[] }> {
+  const espmMs: number[] = [];
+  const directMs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (i % 2 === 0) {
+      espmMs.push(await espm(i));
+      directMs.push(await direct(i));
+    } else {
+      directMs.push(await direct(i));
+      espmMs.push(await espm(i));
+    }
+  }
+  return { espmMs, directMs };
+}
+
 /** A fresh temp dir. */
 export function tempDir(prefix: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `espm-bench-${prefix}-`));
