@@ -58,38 +58,45 @@ export function espmCommand(hooks: DaemonHooks = {}): Command {
 }
 
 /**
- * `espm enc`: puppetserver's exec ENC (src/cli/enc.ts, imported only when run). bin/espm runs
- * it before loading this module; this entry is for `espm --help` and callers of espmCommand().
+ * A subcommand bin/espm runs itself, before loading this module, with its own argument parsing
+ * (no npm package: it runs on every catalog compile or CSR); this entry is for `espm --help` and
+ * callers of espmCommand(). Its module is imported only when run.
+ *
+ * @param name - the subcommand (`enc`, `autosign`)
+ * @param description - its `--help` line
+ * @param usage - its arguments, as `--help` shows them
+ * @param run - imports its module and runs it on the arguments; resolves the exit status
  */
-function encCommand(): Command {
-  return new Command('enc')
-    .description('exec ENC for puppetserver ([classifier] backend = enc): prints the ENC YAML of a node espm created, or runs fallback_enc (puppetserver runs it through bin/espm-enc, which runs the fallback itself for other names)')
+function passThroughCommand(name: string, description: string, usage: string, run: (args: string[]) => Promise<number>): Command {
+  return new Command(name)
+    .description(description)
     .helpOption(false)
     .allowUnknownOption()
     .allowExcessArguments()
-    .argument('[args...]', '[-f CLASSIFICATION_FILE | -c ESPM_INI] CERTNAME')
+    .argument('[args...]', usage)
     .action(async (args: string[]) => {
-      const { runEnc } = await import('./enc.js');
-      process.exitCode = await runEnc(args);
+      process.exitCode = await run(args);
     });
 }
 
-/**
- * `espm autosign`: the master's policy executable for token signing (src/cli/autosign.ts,
- * imported only when run). bin/espm runs it before loading this module; this entry is for
- * `espm --help` and callers of espmCommand().
- */
+/** `espm enc`: puppetserver's exec ENC (src/cli/enc.ts). */
+function encCommand(): Command {
+  return passThroughCommand(
+    'enc',
+    'exec ENC for puppetserver ([classifier] backend = enc): prints the ENC YAML of a node espm created, or runs fallback_enc (puppetserver runs it through bin/espm-enc, which runs the fallback itself for other names)',
+    '[-f CLASSIFICATION_FILE | -c ESPM_INI] CERTNAME',
+    async (args) => (await import('./enc.js')).runEnc(args),
+  );
+}
+
+/** `espm autosign`: the master's policy executable for token signing (src/cli/autosign.ts). */
 function autosignCommand(): Command {
-  return new Command('autosign')
-    .description("policy executable for puppetserver's [server] autosign (token signing): CSR on stdin, exit 0 = sign; asks the espm daemon")
-    .helpOption(false)
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .argument('[args...]', '[-s SOCKET] CERTNAME')
-    .action(async (args: string[]) => {
-      const { runAutosign } = await import('./autosign.js');
-      process.exitCode = await runAutosign(args);
-    });
+  return passThroughCommand(
+    'autosign',
+    "policy executable for puppetserver's [server] autosign (token signing): CSR on stdin, exit 0 = sign; asks the espm daemon",
+    '[-s SOCKET] CERTNAME',
+    async (args) => (await import('./autosign.js')).runAutosign(args),
+  );
 }
 
 /**
